@@ -1,0 +1,19 @@
+"""lt_transfer: PyTorch Lightning modules and callbacks for transfer learning.
+
+The public API in one place. Importing it never imports ``transformers`` (text backbones
+load it lazily).
+"""
+
+from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.data import DigitsDataModule
+from lt_transfer.modules import TransferClassifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backbone",
+    "DigitsDataModule",
+    "LayerGroup",
+    "TransferClassifier",
+    "build_backbone",
+]

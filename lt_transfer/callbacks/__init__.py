@@ -1,0 +1,3 @@
+"""Callbacks that work on any LightningModule."""
+
+__all__: list[str] = []

