@@ -398,9 +398,12 @@ def build_backbone(
     """Build a :class:`Backbone` from a spec string or a plain module.
 
     Args:
-        name: ``"torchvision/<model>"`` (any :func:`torchvision.models.get_model` name) or an
-            ``nn.Module``. A module needs ``head`` (the attribute path of its final Linear,
-            which is removed) or ``num_features`` (when it already returns features).
+        name: ``"torchvision/<model>"`` (any :func:`torchvision.models.get_model` name),
+            ``"hf/<hub name, local folder or pkg://package/folder>"`` (a Hugging Face encoder,
+            see :func:`lt_transfer.hf_backbone.build_hf_backbone`; ``model_kwargs`` such as
+            ``pooling="cls"`` go there) or an ``nn.Module``. A module needs ``head`` (the
+            attribute path of its final Linear, which is removed) or ``num_features`` (when
+            it already returns features).
         weights: for torchvision names: ``None`` (random init), a weights enum member name
             such as ``"DEFAULT"`` or ``"IMAGENET1K_V1"`` (downloads or reads the torch hub
             cache), a local state-dict file saved from the same architecture, or
@@ -451,9 +454,14 @@ def build_backbone(
     if source == "torchvision":
         return _build_torchvision(model_name, weights, **model_kwargs)
     if source == "hf":
-        raise NotImplementedError(
-            f"build_backbone(name={name!r}): Hugging Face backbones are not implemented yet."
-        )
+        if weights is not None:
+            raise ValueError(
+                f"build_backbone(name={name!r}, weights={weights!r}): a Hugging Face model's "
+                "weights come with its folder or hub name; drop weights."
+            )
+        from lt_transfer.hf_backbone import build_hf_backbone  # lazy: imports transformers
+
+        return build_hf_backbone(model_name, **model_kwargs)  # type: ignore[arg-type]
     raise ValueError(
         f"build_backbone(name={name!r}): unknown source {source!r}; "
         "use 'torchvision/<model>' or 'hf/<name or path>'."
