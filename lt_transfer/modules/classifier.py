@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -171,6 +172,9 @@ class TransferClassifier(LightningModule):
     def _split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         if isinstance(batch, (list, tuple)):
             return batch[0], (batch[1] if len(batch) > 1 else None)
+        if isinstance(batch, Mapping) and "input_ids" in batch:  # a tokenizer batch (text backbones)
+            labels = batch.get("labels", batch.get("label"))
+            return {k: v for k, v in batch.items() if k not in ("labels", "label")}, labels
         if isinstance(batch, dict):
             return batch["x"] if "x" in batch else batch["input"], batch.get("y", batch.get("label"))
         return batch, None
