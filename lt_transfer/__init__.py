@@ -6,13 +6,14 @@ load it lazily).
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
 from lt_transfer.data import DigitsDataModule
-from lt_transfer.modules import TransferClassifier
+from lt_transfer.modules import DistillationModule, TransferClassifier
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
     "DigitsDataModule",
+    "DistillationModule",
     "LayerGroup",
     "TransferClassifier",
     "build_backbone",
