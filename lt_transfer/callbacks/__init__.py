@@ -1,3 +1,5 @@
 """Callbacks that work on any LightningModule."""
 
-__all__: list[str] = []
+from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+
+__all__: list[str] = ["ProgressiveUnfreezing"]
