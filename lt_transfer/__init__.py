@@ -5,6 +5,7 @@ load it lazily).
 """
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.data import DigitsDataModule
 from lt_transfer.modules import DistillationModule, TransferClassifier
 
@@ -14,6 +15,7 @@ __all__ = [
     "Backbone",
     "DigitsDataModule",
     "DistillationModule",
+    "FeatureCache",
     "LayerGroup",
     "TransferClassifier",
     "build_backbone",

@@ -1,5 +1,6 @@
 """Callbacks that work on any LightningModule."""
 
+from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 
-__all__: list[str] = ["ProgressiveUnfreezing"]
+__all__: list[str] = ["FeatureCache", "FeatureCacheMemoryError", "ProgressiveUnfreezing"]
