@@ -237,3 +237,21 @@ def test_end_to_end_real_digits_above_chance() -> None:
     fit_trainer.fit(model, data)
     (result,) = fit_trainer.test(model, data, verbose=False)
     assert result["test/acc"] > 0.8, result
+
+
+def test_learning_rate_monitor_shows_readable_group_names(tmp_path) -> None:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    monitor = LearningRateMonitor()
+    model = TransferClassifier(
+        make_tiny_backbone(), num_classes=3, finetune="partial", trainable_groups=1, backbone_lr_scale=0.1
+    )
+    trainer(limit_train_batches=1, logger=CSVLogger(tmp_path), callbacks=[monitor]).fit(model, make_loader())
+    assert set(monitor.lrs) == {
+        "lr-AdamW/head",
+        "lr-AdamW/head.no_decay",
+        "lr-AdamW/backbone.top",
+        "lr-AdamW/backbone.top.no_decay",
+    }
+    assert monitor.lrs["lr-AdamW/backbone.top"][0] == pytest.approx(1e-4)
