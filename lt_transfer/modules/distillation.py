@@ -547,10 +547,11 @@ class DistillationModule(LightningModule):
             )
 
     def _metric(self, stage: str, num_classes: int) -> MulticlassAccuracy:
-        if stage not in self._metrics:
+        key = f"{stage}_acc"  # not the bare stage: ModuleDict has a ``train`` method
+        if key not in self._metrics:
             metric = MulticlassAccuracy(num_classes=num_classes, average="micro")
-            self._metrics[stage] = metric.to(self.device)
-        return self._metrics[stage]
+            self._metrics[key] = metric.to(self.device)
+        return self._metrics[key]
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -590,9 +591,11 @@ class DistillationModule(LightningModule):
             labelled = y != hp.ignore_index
             metric = self._metric("train", num_classes)
             metric(student_logits.detach()[labelled], y[labelled])
-            self.log("train/acc", metric, on_step=False, on_epoch=True, metric_attribute="_metrics.train")
+            self.log("train/acc", metric, on_step=False, on_epoch=True, metric_attribute="_metrics.train_acc")
         agreement = (student_logits.detach().argmax(-1) == teacher_logits.argmax(-1)).float().mean()
-        self.log("train/agreement", agreement, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log(
+            "train/agreement", agreement, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
+        )
         return loss
 
     def _eval_step(self, stage: str, batch: Any) -> torch.Tensor | None:
@@ -609,8 +612,8 @@ class DistillationModule(LightningModule):
         loss = F.cross_entropy(logits.float(), y)
         metric = self._metric(stage, logits.shape[-1])
         metric(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log(f"{stage}/acc", metric, prog_bar=True, metric_attribute=f"_metrics.{stage}")
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{stage}/acc", metric, prog_bar=True, metric_attribute=f"_metrics.{stage}_acc")
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:

@@ -1,0 +1,338 @@
+"""Tests for lt_transfer/modules/distillation.py."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lt_transfer import DistillationModule, TransferClassifier
+from tests.conftest import make_tiny_backbone
+
+NUM_CLASSES = 3
+
+
+def make_teacher(num_classes: int = NUM_CLASSES, seed: int = 0) -> nn.Sequential:
+    """A CNN with BatchNorm and dropout: both would misbehave in train mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+
+
+def make_student(num_classes: int = NUM_CLASSES, seed: int = 1) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, num_classes))
+
+
+def tensors(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 8, 8, generator=generator), torch.randint(
+        0, NUM_CLASSES, (n,), generator=generator
+    )
+
+
+def loader(*parts: torch.Tensor, batch_size: int = 8, shuffle: bool = False) -> DataLoader:
+    return DataLoader(TensorDataset(*parts), batch_size=batch_size, shuffle=shuffle)
+
+
+def trainer(**kwargs: Any) -> pl.Trainer:
+    defaults: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def sgd(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.1)
+
+
+class TeacherModeSpy(Callback):
+    """Records the teacher's mode at every training and validation batch."""
+
+    def __init__(self) -> None:
+        self.modes: list[tuple[str, bool]] = []
+        self.backward_checks = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.modes.append(("train", pl_module.teacher.training))
+        assert pl_module.student.training
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        self.modes.append(("val", pl_module.teacher.training))
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        assert all(p.grad is None for p in pl_module.teacher.parameters())
+        assert all(p.grad is not None for p in pl_module.student.parameters())
+        self.backward_checks += 1
+
+
+class TinyTeacherModule(pl.LightningModule):
+    """A LightningModule teacher saved to and loaded from a checkpoint."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = make_teacher(num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# ---------------------------------------------------------------------------- teacher frozen
+
+
+def test_teacher_frozen_and_in_eval_mode_through_fit_and_validate() -> None:
+    teacher = make_teacher()
+    before = copy.deepcopy(teacher.state_dict())
+    module = DistillationModule(make_student(), teacher, alpha=0.5, temperature=2.0, optimizer=sgd)
+    x, y = tensors()
+    spy = TeacherModeSpy()
+    # validation every 2 steps: Lightning's train() / mode restore happen several times
+    fit_trainer = trainer(max_epochs=2, val_check_interval=2, callbacks=[spy])
+    fit_trainer.fit(module, loader(x, y, shuffle=True), loader(x, y))
+    fit_trainer.validate(module, loader(x, y), verbose=False)
+    assert {stage for stage, _ in spy.modes} == {"train", "val"}
+    assert not any(training for _, training in spy.modes)
+    assert spy.backward_checks == 8
+    after = module.teacher.state_dict()
+    for key, value in before.items():  # weights and BatchNorm running stats / counters
+        assert torch.equal(value, after[key]), key
+    assert all(not p.requires_grad and p.grad is None for p in module.teacher.parameters())
+    optimizer_ids = {id(p) for group in fit_trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not optimizer_ids & {id(p) for p in module.teacher.parameters()}
+    assert optimizer_ids == {id(p) for p in module.student.parameters()}
+    module.train()
+    assert module.student.training and not module.teacher.training
+
+
+def test_label_free_batches_train_with_the_soft_loss() -> None:
+    teacher = make_teacher()
+    module = DistillationModule(make_student(), teacher, alpha=0.5, temperature=1.0, optimizer=sgd)
+    x, _ = tensors(64)
+    with torch.no_grad():
+        target = F.softmax(teacher.eval()(x), -1)
+
+    def soft_error() -> float:
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(module(x), -1), target, reduction="batchmean"))
+
+    start = soft_error()
+    trainer(max_epochs=8).fit(module, DataLoader(x, batch_size=16))  # plain tensors: no labels at all
+    assert soft_error() < 0.5 * start
+    # mixed batches: -1 marks unlabelled samples, labelled ones also get the hard loss
+    y = torch.randint(0, NUM_CLASSES, (64,))
+    y[::2] = -1
+    trainer(max_steps=2).fit(module, loader(x, y))
+    # a hard-only mix cannot learn from label-free batches: an error, not a silent no-op
+    with pytest.raises(ValueError, match="alpha=1.0"):
+        DistillationModule(make_student(), make_teacher(), alpha=1.0)
+
+
+# ------------------------------------------------------------------------- class mismatch
+
+
+def test_class_mismatch_is_an_error_unless_mapped() -> None:
+    x, y = tensors(16)
+    module = DistillationModule(make_student(), make_teacher(num_classes=5), optimizer=sgd)
+    with pytest.raises(ValueError, match="class_mapping"):
+        trainer(max_steps=1).fit(module, loader(x, y))
+    mapped = DistillationModule(
+        make_student(), make_teacher(num_classes=5), class_mapping=[4, 0, 2], num_classes=3, optimizer=sgd
+    )
+    trainer(max_steps=2).fit(mapped, loader(x, y))
+    with torch.no_grad():
+        full = mapped.teacher(x)
+    assert torch.equal(mapped.teacher_logits(x), full[:, [4, 0, 2]])
+    with pytest.raises(ValueError, match="one teacher index per student class"):
+        DistillationModule(make_student(), make_teacher(5), class_mapping=[0, 1], num_classes=3)
+    bad = DistillationModule(make_student(), make_teacher(5), class_mapping=[0, 1, 7], optimizer=sgd)
+    with pytest.raises(ValueError, match="teacher class 7"):
+        trainer(max_steps=1).fit(bad, loader(x, y))
+
+
+def test_argument_validation() -> None:
+    student = make_student()
+    with pytest.raises(ValueError, match="temperature"):
+        DistillationModule(student, make_teacher(), temperature=0)
+    with pytest.raises(ValueError, match="hint_layers"):
+        DistillationModule(student, make_teacher(), hint_weight=1.0)
+    with pytest.raises(ValueError, match="share parameters"):
+        DistillationModule(student, student)
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        DistillationModule(student, "no/such/teacher.ckpt")
+    with pytest.raises(ValueError, match="cannot serve the hint"):
+        DistillationModule(
+            student, make_teacher(), hint_layers=["1", "4"], hint_weight=1.0, cache_teacher_outputs=True
+        )
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def test_teacher_from_checkpoint_path(tmp_path: Path) -> None:
+    teacher_module = TinyTeacherModule()
+    path = tmp_path / "teacher.ckpt"
+    saver = trainer(max_steps=0)
+    saver.strategy.connect(teacher_module)
+    saver.save_checkpoint(path)
+    with pytest.raises(ValueError, match="teacher_class"):
+        DistillationModule(make_student(), str(path))
+    module = DistillationModule(
+        make_student(), str(path), teacher_class=f"{__name__}.TinyTeacherModule", optimizer=sgd
+    )
+    assert isinstance(module.teacher, TinyTeacherModule)
+    for key, value in teacher_module.state_dict().items():
+        assert torch.equal(module.teacher.state_dict()[key], value)
+    assert not module.teacher.training
+    assert module.hparams.teacher == str(path)  # a path teacher is rebuilt from hparams
+    x, y = tensors(16)
+    trainer(max_steps=2).fit(module, loader(x, y))
+
+
+def test_checkpoint_excludes_teacher_and_resume_works(tmp_path: Path) -> None:
+    x, y = tensors(32)
+    teacher = make_teacher()
+    teacher_state = copy.deepcopy(teacher.state_dict())
+    module = DistillationModule(make_student(), teacher, optimizer=sgd)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer(max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint]).fit(module, loader(x, y))
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["state_dict"] and not any(k.startswith("teacher.") for k in saved["state_dict"])
+    assert "teacher" not in saved["hyper_parameters"] and "student" not in saved["hyper_parameters"]
+
+    # resume with a freshly built module: the teacher comes from the new module, training continues
+    resumed = DistillationModule(make_student(seed=9), make_teacher(), optimizer=sgd)
+    resume_trainer = trainer(max_epochs=2)
+    resume_trainer.fit(resumed, loader(x, y), ckpt_path=tmp_path / "last.ckpt", weights_only=False)
+    assert resume_trainer.current_epoch == 2 and resume_trainer.global_step == 8
+    for key, value in teacher_state.items():
+        assert torch.equal(resumed.teacher.state_dict()[key], value)
+
+    loaded = DistillationModule.load_from_checkpoint(
+        tmp_path / "last.ckpt", student=make_student(seed=5), teacher=make_teacher(), weights_only=False
+    )
+    for key, value in module.student.state_dict().items():
+        assert torch.equal(loaded.student.state_dict()[key], value)
+    assert not loaded.teacher.training
+
+    kept = DistillationModule(make_student(), make_teacher(), save_teacher=True, optimizer=sgd)
+    trainer(max_steps=1, enable_checkpointing=True, default_root_dir=tmp_path / "kept").fit(
+        kept, loader(x, y)
+    )
+    [kept_path] = (tmp_path / "kept").rglob("*.ckpt")
+    assert any(k.startswith("teacher.") for k in torch.load(kept_path, weights_only=False)["state_dict"])
+
+
+# --------------------------------------------------------------------------------- cache
+
+
+class IndexedDataset(Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, noise: float = 0.0) -> None:
+        self.x, self.y, self.noise = x, y, noise
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x = self.x[index]
+        if self.noise:
+            x = x + self.noise * torch.randn_like(x)  # an "augmentation"
+        return x, self.y[index], index
+
+
+def test_teacher_output_cache_runs_teacher_once_and_changes_nothing() -> None:
+    x, y = tensors(32)
+    results = {}
+    for cache in (False, True):
+        pl.seed_everything(0, verbose=False)
+        module = DistillationModule(
+            make_student(), make_teacher(), cache_teacher_outputs=cache, optimizer=sgd
+        )
+        trainer(max_epochs=3).fit(module, DataLoader(IndexedDataset(x, y), batch_size=8, shuffle=True))
+        results[cache] = (module.teacher_forward_samples, copy.deepcopy(module.student.state_dict()))
+    assert results[False][0] == 3 * 32
+    assert results[True][0] == 32 + 2 * 8  # one pass + one verification batch per later epoch
+    for key, value in results[False][1].items():
+        assert torch.allclose(results[True][1][key], value, atol=1e-6), key
+
+    module = DistillationModule(make_student(), make_teacher(), cache_teacher_outputs=True, optimizer=sgd)
+    with pytest.raises(ValueError, match="sample index"):
+        trainer(max_steps=1).fit(module, loader(x, y))
+    augmented = DataLoader(IndexedDataset(x, y, noise=0.5), batch_size=8, shuffle=True)
+    with pytest.raises(RuntimeError, match="augmented"):
+        trainer(max_epochs=2).fit(module, augmented)
+
+
+# ------------------------------------------------------------------------ students, hints
+
+
+def test_transfer_classifier_student_with_hint_loss() -> None:
+    torch.manual_seed(0)
+    student = TransferClassifier(make_tiny_backbone(in_channels=1, width=6), num_classes=NUM_CLASSES)
+    teacher = make_teacher()
+    module = DistillationModule(
+        student,
+        teacher,
+        hint_layers=["backbone.model.top.0", "0"],  # a 6-channel student map → a 4-channel teacher map
+        hint_weight=1.0,
+        optimizer=sgd,
+    )
+    assert (module.hint.student_width, module.hint.teacher_width) == (6, 4)
+    groups = module.param_groups()
+    assert {g["name"] for g in groups} >= {"head", "backbone.stem", "hint"}
+    projection_before = module.hint.projection.weight.detach().clone()
+    x, y = tensors(16)
+    trainer(max_steps=3).fit(module, loader(x, y))
+    assert not torch.equal(projection_before, module.hint.projection.weight)
+    assert not module.teacher.training
+    with pytest.raises(ValueError, match="no sub-module"):
+        DistillationModule(make_student(), make_teacher(), hint_layers=["nope", "0"], hint_weight=1.0)
+
+
+def test_teacher_follows_student_precision() -> None:
+    x, y = tensors(16)
+    module = DistillationModule(make_student(), make_teacher(), optimizer=sgd)
+    trainer(max_steps=2, precision="bf16-true").fit(module, loader(x, y))
+    assert next(module.teacher.parameters()).dtype == torch.bfloat16
+    module = DistillationModule(make_student(), make_teacher(), optimizer=sgd)
+    trainer(max_steps=2, precision="bf16-mixed").fit(module, loader(x, y))
+
+
+# --------------------------------------------------------------------------------- DDP
+
+
+def test_ddp_spawn_has_no_unused_parameter_error() -> None:
+    x, y = tensors(32)
+    teacher = make_teacher()
+    before = copy.deepcopy(teacher.state_dict())
+    student = make_student()
+    student_before = copy.deepcopy(student.state_dict())
+    module = DistillationModule(student, teacher, optimizer=sgd)
+    ddp = trainer(strategy="ddp_spawn", devices=2, max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    ddp.fit(module, loader(x, y), loader(x, y))  # raises if a teacher parameter expected a gradient
+    assert not torch.equal(module.student.state_dict()["1.weight"], student_before["1.weight"])  # trained
+    for key, value in before.items():
+        assert torch.equal(module.teacher.state_dict()[key], value), key
