@@ -6,8 +6,8 @@ load it lazily).
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
 from lt_transfer.callbacks.feature_cache import FeatureCache
-from lt_transfer.data import DigitsDataModule
-from lt_transfer.modules import DistillationModule, TransferClassifier
+from lt_transfer.data import DigitsDataModule, TextClassificationDataModule, TweetSentimentDataModule
+from lt_transfer.modules import DistillationModule, TextClassifier, TransferClassifier
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,9 @@ __all__ = [
     "DistillationModule",
     "FeatureCache",
     "LayerGroup",
+    "TextClassificationDataModule",
+    "TextClassifier",
     "TransferClassifier",
+    "TweetSentimentDataModule",
     "build_backbone",
 ]
