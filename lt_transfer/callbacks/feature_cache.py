@@ -757,13 +757,11 @@ def _random_transforms(dataset: Any, depth: int = 0) -> list[str]:
         name = type(obj).__name__
         if name.startswith("Random") or name in _RANDOM_TRANSFORM_NAMES:
             found.append(name)
-        children: Iterator[Any]
+        children: list[Any] = [getattr(obj, "transforms", None), getattr(obj, "transform", None)]
         if isinstance(obj, nn.Module):
-            children = iter(obj.children())
+            children += list(obj.children())
         elif isinstance(obj, (list, tuple)):
-            children = iter(obj)
-        else:
-            children = iter([getattr(obj, "transforms", None), getattr(obj, "transform", None)])
+            children = list(obj)
         for child in children:
             visit(child, level + 1)
 

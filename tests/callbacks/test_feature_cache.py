@@ -1,0 +1,264 @@
+"""FeatureCache: same results as uncached training, one backbone pass per sample, invalidation."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lt_transfer import FeatureCache, TransferClassifier
+from lt_transfer.callbacks import FeatureCacheMemoryError
+from lt_transfer.data import ImageSplit, TransformedImages, image_transform
+from tests.conftest import make_tiny_backbone
+
+
+class Probe(pl.LightningModule):
+    """Any LightningModule with a ``backbone`` attribute (not ours): counts backbone samples."""
+
+    def __init__(self, frozen: bool = True, lr: float = 0.1) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = make_tiny_backbone()
+        self.head = nn.Linear(8, 3)
+        self.lr = lr
+        self.backbone.requires_grad_(not frozen)
+        self.backbone.eval()  # frozen BatchNorm: running statistics, no batch dependence
+        self.backbone_samples = 0
+        self.backbone.model.register_forward_hook(self._count)
+
+    def _count(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self.backbone_samples += len(inputs[0])
+
+    def train(self, mode: bool = True) -> Probe:
+        super().train(mode)
+        if not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        return self
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.head(self.backbone(x)), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self.head(self.backbone(x)), y))
+
+    def on_train_epoch_end(self) -> None:
+        self.log("backbone_samples", float(self.backbone_samples), reduce_fx="sum", sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def loaders(n: int = 40, val: int = 16, drop_last: bool = True) -> tuple[DataLoader, DataLoader]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n + val, 3, 8, 8, generator=generator)
+    y = torch.randint(0, 3, (n + val,), generator=generator)
+    train = DataLoader(TensorDataset(x[:n], y[:n]), batch_size=8, shuffle=True, drop_last=drop_last)
+    return train, DataLoader(TensorDataset(x[n:], y[n:]), batch_size=8)
+
+
+def fit(model: pl.LightningModule, callbacks: list[Callback], epochs: int = 3, **kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = dict(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def run(cache: FeatureCache | None, epochs: int = 3, extra: list[Callback] | None = None) -> Probe:
+    pl.seed_everything(0, verbose=False)
+    model = Probe()
+    train, val = loaders()
+    callbacks = ([cache] if cache else []) + (extra or [])
+    fit(model, callbacks, epochs).fit(model, train, val)
+    return model
+
+
+def test_same_head_as_uncached_and_one_backbone_pass_per_sample() -> None:
+    plain = run(None)
+    cache = FeatureCache()
+    cached = run(cache)
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=1e-5, atol=1e-6)
+    # uncached: 3 epochs x 40 samples (drop_last keeps 5 x 8) + 3 validation runs x 16
+    assert plain.backbone_samples == 3 * 40 + 3 * 16
+    # cached: each training and validation sample exactly once, whatever the epochs and shuffling
+    assert cached.backbone_samples == 40 + 16 == cache.computed_samples
+    assert cache.builds == 2 and cache.invalidations == 0
+    assert "forward" not in vars(cached.backbone)  # the wrapped forward is removed after fit
+
+
+def test_transfer_classifier_on_images_matches_uncached() -> None:
+    """TransferClassifier(finetune='frozen') + image data set with a deterministic transform."""
+    generator = torch.Generator().manual_seed(0)
+    split = ImageSplit(
+        torch.randint(0, 255, (24, 28, 28), dtype=torch.uint8, generator=generator), torch.arange(24) % 3
+    )
+    weights = []
+    for callbacks in ([], [FeatureCache(dtype="float32")]):
+        pl.seed_everything(0, verbose=False)
+        torch.manual_seed(0)
+        model = TransferClassifier(make_tiny_backbone(), num_classes=3, finetune="frozen")
+        data = DataLoader(TransformedImages(split, image_transform(16)), batch_size=6, shuffle=True)
+        fit(model, callbacks, epochs=2).fit(model, data)
+        weights.append(model.head.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+class Unfreeze(Callback):
+    """Unfreezes the backbone at the start of ``epoch`` (or at batch ``batch`` of it)."""
+
+    def __init__(self, epoch: int, batch: int | None = None) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def _go(self, pl_module: pl.LightningModule) -> None:
+        pl_module.backbone.requires_grad_(True)
+        pl_module.backbone.train()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.batch is None and trainer.current_epoch == self.epoch:
+            self._go(pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if self.batch == batch_idx and trainer.current_epoch == self.epoch:
+            self._go(pl_module)
+
+
+@pytest.mark.parametrize("batch", [None, 2], ids=["at-epoch-start", "mid-epoch"])
+def test_unfreezing_drops_the_cache_and_the_backbone_trains(batch: int | None) -> None:
+    before = make_tiny_backbone().state_dict()
+    plain = run(None, extra=[Unfreeze(epoch=1, batch=batch)])
+    cache = FeatureCache()
+    # the unfreezer runs *after* the cache's epoch-start check: the worst order
+    cached = run(cache, extra=[Unfreeze(epoch=1, batch=batch)])
+    assert cache.invalidations == 1
+    changed = [k for k, v in cached.backbone.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.endswith("weight") for k in changed), "the backbone did not train after unfreezing"
+    for a, b in zip(cached.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # one build pass (40 train + 16 val), then normal passes from the unfreeze on
+    unfrozen_train = 2 * 40 - (batch or 0) * 8
+    assert cached.backbone_samples == 40 + 16 + unfrozen_train + 2 * 16
+
+
+class NoisyImages(Dataset):
+    """Random augmentation with no ``transform`` attribute: found by loading twice."""
+
+    def __init__(self, n: int = 16) -> None:
+        self.x, self.y = torch.randn(n, 3, 8, 8), torch.arange(n) % 3
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i] + 0.1 * torch.randn_like(self.x[i]), self.y[i]
+
+
+def test_random_augmentation_warns_and_trains_uncached() -> None:
+    split = ImageSplit(torch.zeros(16, 28, 28, dtype=torch.uint8), torch.arange(16) % 3)
+    for dataset, pattern in [
+        (TransformedImages(split, image_transform(16, augment="light")), "RandomAffine"),
+        (NoisyImages(), "two loads"),
+    ]:
+        cache = FeatureCache(cache_val=False)
+        model = Probe()
+        with pytest.warns(UserWarning, match=pattern):
+            fit(model, [cache], epochs=2).fit(model, DataLoader(dataset, batch_size=8, shuffle=True))
+        assert cache.builds == 0 and model.backbone_samples == 2 * 16
+    model = Probe()
+    with pytest.raises(ValueError, match="randomly augmented"):
+        fit(model, [FeatureCache(on_augmentation="error")]).fit(
+            model, DataLoader(NoisyImages(), batch_size=8)
+        )
+
+
+def test_memory_limit_errors_or_spills_to_a_memory_mapped_file(tmp_path: Any) -> None:
+    train, _ = loaders()
+    model = Probe()
+    with pytest.raises(FeatureCacheMemoryError, match="max_memory_mb=1e-06"):
+        fit(model, [FeatureCache(max_memory_mb=1e-6)]).fit(model, train)
+
+    seen: list[str] = []
+
+    class Look(Callback):
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen.extend(os.listdir(tmp_path))
+
+    plain = run(None)
+    cache = FeatureCache(max_memory_mb=1e-6, on_limit="memmap", memmap_dir=str(tmp_path), dtype="bfloat16")
+    cached = run(cache, extra=[Look()])
+    assert cache.last_estimate_bytes == 16 * 8 * 2  # the last build: 16 validation samples x 8 x bf16
+    assert any(name.startswith("feature_cache_") for name in seen)
+    assert os.listdir(tmp_path) == []  # removed in teardown
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=0.05, atol=0.02)
+
+
+def test_resume_rebuilds_the_cache_with_the_same_results(tmp_path: Any) -> None:
+    results = []
+    for cache in (None, FeatureCache()):
+        pl.seed_everything(0, verbose=False)
+        model = Probe()
+        train, val = loaders()
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / str(bool(cache)), save_last=True)
+        callbacks = ([cache] if cache else []) + [checkpoint]
+        fit(model, callbacks, epochs=2, enable_checkpointing=True).fit(model, train, val)
+        resumed = Probe()
+        fresh = FeatureCache() if cache else None
+        trainer = fit(resumed, ([fresh] if fresh else []), epochs=4)
+        trainer.fit(resumed, train, val, ckpt_path=checkpoint.last_model_path)
+        results.append(resumed.head.weight.detach().clone())
+        if fresh is not None:
+            assert fresh.builds == 2 + 2  # restored counter + rebuilt train and val caches
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_ddp_spawn_each_rank_builds_its_shard_once() -> None:
+    pl.seed_everything(0, verbose=False)
+    model = Probe()
+    train, val = loaders(n=40, val=16, drop_last=False)
+    trainer = fit(model, [FeatureCache()], epochs=3, strategy="ddp_spawn", devices=2)
+    trainer.fit(model, train, val)
+    # 40 training samples split over 2 ranks (then gathered: shards reshuffle every epoch),
+    # 16 validation samples as fixed shards: each computed once in all, whatever the epochs
+    assert int(trainer.callback_metrics["backbone_samples"]) == 40 + 16
+    assert trainer.callback_metrics["val_loss"].isfinite()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(backbone=""), "backbone=''"),
+        (dict(input_key=1.5), "input_key=1.5"),
+        (dict(dtype="int8"), "dtype='int8'"),
+        (dict(max_memory_mb=0), "max_memory_mb=0"),
+        (dict(on_limit="spill"), "on_limit='spill'"),
+        (dict(memmap_dir="/no/such/dir"), "memmap_dir='/no/such/dir'"),
+        (dict(build_batch_size=0), "build_batch_size=0"),
+        (dict(on_augmentation="ignore"), "on_augmentation='ignore'"),
+    ],
+)
+def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(match)):
+        FeatureCache(**kwargs)
+
+
+def test_unknown_backbone_attribute_lists_the_children() -> None:
+    model = Probe()
+    train, _ = loaders()
+    with pytest.raises(ValueError, match=r"children are \['backbone', 'head'\]"):
+        fit(model, [FeatureCache(backbone="encoder")]).fit(model, train)
