@@ -1,0 +1,519 @@
+"""Tests for ProgressiveUnfreezing: resume, DDP, schedulers, identity, BatchNorm, AMP, plug-in, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
+from torch import nn
+from torch.optim import lr_scheduler as sched
+from torch.utils.data import DataLoader, TensorDataset
+
+from lt_transfer.callbacks import ProgressiveUnfreezing
+
+STEPS_PER_EPOCH = 4
+
+
+def _data(n: int = 32, seed: int = 0) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(
+        torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator)
+    )
+
+
+def _loader() -> DataLoader:
+    return DataLoader(_data(), batch_size=8, shuffle=False)
+
+
+def _scheduler(name: str, optimizer: torch.optim.Optimizer, max_lr: float | list[float] = 0.1):
+    """Build the scheduler ``name``; returns (scheduler, interval)."""
+    total = 6 * STEPS_PER_EPOCH
+    if name == "step":
+        return sched.StepLR(optimizer, step_size=1, gamma=0.5), "epoch"
+    if name == "multistep":
+        return sched.MultiStepLR(optimizer, milestones=[1, 3], gamma=0.3), "epoch"
+    if name == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=0.8), "step"
+    if name == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.001), "step"
+    if name == "lambda":
+        return sched.LambdaLR(optimizer, lambda epoch: 1.0 / (1 + epoch)), "epoch"
+    if name == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total), "step"
+    if name == "plateau":
+        return sched.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, min_lr=1e-4), "epoch"
+    if name == "sequential":
+        first = sched.LinearLR(optimizer, start_factor=0.5, total_iters=2)
+        second = sched.CosineAnnealingLR(optimizer, T_max=4, eta_min=0.002)
+        return sched.SequentialLR(optimizer, [first, second], milestones=[2]), "epoch"
+    if name == "chained":
+        first = sched.ExponentialLR(optimizer, gamma=0.9)
+        second = sched.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+        return sched.ChainedScheduler([first, second], optimizer), "epoch"
+    if name == "hf_linear_warmup":
+        from transformers import get_linear_schedule_with_warmup
+
+        return get_linear_schedule_with_warmup(optimizer, 3, total), "step"
+    if name == "hf_cosine_warmup":
+        from transformers import get_cosine_schedule_with_warmup
+
+        return get_cosine_schedule_with_warmup(optimizer, 3, total), "step"
+    raise ValueError(name)
+
+
+SCHEDULERS = [
+    "step",
+    "multistep",
+    "exponential",
+    "cosine",
+    "lambda",
+    "onecycle",
+    "plateau",
+    "sequential",
+    "chained",
+    "hf_linear_warmup",
+    "hf_cosine_warmup",
+]
+
+
+class PlugInModule(pl.LightningModule):
+    """Written without knowledge of lt_transfer: own names, Adam over trainable params, a scheduler."""
+
+    def __init__(self, scheduler: str | None = "multistep", head_bn: bool = False, lr: float = 0.1) -> None:
+        super().__init__()
+        self.scheduler_name = scheduler
+        self.lr = lr
+        self.feature_extractor = nn.Sequential(
+            nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)
+        )
+        self.classifier = nn.Sequential(nn.BatchNorm1d(8), nn.Linear(8, 2)) if head_bn else nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.feature_extractor(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        self.log("score", 1.0, on_epoch=True, on_step=False)  # constant: deterministic plateau
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+        if self.scheduler_name is None:
+            return optimizer
+        scheduler, interval = _scheduler(self.scheduler_name, optimizer)
+        config = {"scheduler": scheduler, "interval": interval}
+        if self.scheduler_name == "plateau":
+            config["monitor"] = "score"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _trainer(tmp_path: Path, callbacks: list, max_epochs: int = 4, **kwargs) -> pl.Trainer:
+    defaults = dict(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        deterministic=True,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(callbacks=callbacks, **defaults)
+
+
+class LrRecorder(pl.Callback):
+    """Record every group's lr at every training batch (after the unfreezing callback ran)."""
+
+    def __init__(self) -> None:
+        self.lrs: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+
+
+# ------------------------------------------------------------------ schedulers
+def _reference_lrs(
+    name: str, scales: list[float], unfreeze_epochs: list[int], max_epochs: int
+) -> list[list[float]]:
+    """An independent uninterrupted run: every group is in the optimizer from the start with
+    lr = scale * head lr; the scheduler is stepped exactly as Lightning steps it."""
+    params = [nn.Parameter(torch.zeros(1)) for _ in scales]
+    base = 0.1
+    optimizer = torch.optim.Adam(
+        [{"params": [p], "lr": base * s} for p, s in zip(params, scales, strict=True)]
+    )
+    scheduler, interval = _scheduler(name, optimizer, max_lr=[base * s for s in scales])
+    lrs = []
+    for epoch in range(max_epochs):
+        visible = 1 + sum(1 for e in unfreeze_epochs if e <= epoch)  # groups present in the real run
+        for _ in range(STEPS_PER_EPOCH):
+            lrs.append([g["lr"] for g in optimizer.param_groups][:visible])
+            optimizer.step()
+            if interval == "step":
+                scheduler.step()
+        if interval == "epoch":
+            scheduler.step(1.0) if name == "plateau" else scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_every_group_follows_its_scheduler_exactly(tmp_path: Path, name: str) -> None:
+    # one layer group per step (no no_decay split), two unfreeze steps
+    callback = ProgressiveUnfreezing(
+        unfreeze_at_epoch=[1, 3],
+        groups_per_step=1,
+        backbone="feature_extractor",
+        lr_scale=0.5,
+        no_decay=False,
+    )
+    recorder = LrRecorder()
+    model = PlugInModule(scheduler=name)
+    _trainer(tmp_path, [callback, recorder], max_epochs=5).fit(model, _loader())
+    expected = _reference_lrs(name, [1.0, 0.5, 0.5], [1, 3], 5)
+    assert [len(r) for r in recorder.lrs] == [len(r) for r in expected]
+    for got, want in zip(recorder.lrs, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_unsupported_scheduler_raises_at_fit_start(tmp_path: Path) -> None:
+    class Custom(sched.LRScheduler):
+        def get_lr(self):
+            return [g["lr"] for g in self.optimizer.param_groups]
+
+    class Module(PlugInModule):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=0.1)
+            return {"optimizer": optimizer, "lr_scheduler": Custom(optimizer)}
+
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor")
+    with pytest.raises(ValueError, match="lr scheduler Custom .*Use one of"):
+        _trainer(tmp_path, [callback], max_epochs=2).fit(Module(None), _loader())
+
+
+# ---------------------------------------------------------------------- resume
+def _snapshot(trainer: pl.Trainer, model: pl.LightningModule) -> dict:
+    optimizer = trainer.optimizers[0]
+    return {
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "opt": optimizer.state_dict(),
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "lrs": [g["lr"] for g in optimizer.param_groups],
+        "sched": trainer.lr_scheduler_configs[0].scheduler.state_dict(),
+    }
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a["requires_grad"] == b["requires_grad"]
+    assert a["lrs"] == b["lrs"]
+    assert a["weights"].keys() == b["weights"].keys()
+    for key in a["weights"]:
+        assert torch.equal(a["weights"][key], b["weights"][key]), key
+    assert len(a["opt"]["param_groups"]) == len(b["opt"]["param_groups"])
+    for ga, gb in zip(a["opt"]["param_groups"], b["opt"]["param_groups"], strict=True):
+        assert ga == gb
+    assert a["opt"]["state"].keys() == b["opt"]["state"].keys()
+    for index, state in a["opt"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, b["opt"]["state"][index][key]), (index, key)
+    assert a["sched"] == b["sched"]
+
+
+def test_resume_before_at_and_after_an_unfreeze_equals_uninterrupted(tmp_path: Path) -> None:
+    def run(ckpt_path: str | None, callbacks: list) -> tuple[pl.Trainer, PlugInModule]:
+        pl.seed_everything(0)
+        model = PlugInModule(scheduler="step")
+        unfreezing = ProgressiveUnfreezing(
+            [1, 3],
+            groups_per_step=2,
+            backbone="feature_extractor",
+            lr_scale=0.3,
+            layer_decay=0.5,
+            warmup_epochs=1,
+        )
+        trainer = _trainer(
+            tmp_path, [unfreezing, *callbacks], max_epochs=5, enable_checkpointing=bool(callbacks)
+        )
+        trainer.fit(model, _loader(), ckpt_path=ckpt_path)
+        return trainer, model
+
+    checkpoints = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        filename="{epoch}",
+        save_top_k=-1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+    )
+    trainer, model = run(None, [checkpoints])
+    reference = _snapshot(trainer, model)
+    assert all(p.requires_grad for p in model.feature_extractor[3:].parameters())
+    # end of epoch 0: before the unfreeze at epoch 1; end of 1: at it; end of 3: after the last
+    for epoch in (0, 1, 3):
+        resumed_trainer, resumed = run(str(tmp_path / "ckpt" / f"epoch={epoch}.ckpt"), [])
+        _assert_same(_snapshot(resumed_trainer, resumed), reference)
+
+
+# ------------------------------------------------------------------------- DDP
+class GatherParams(pl.Callback):
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.diffs: list[float] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
+        gathered = pl_module.all_gather(flat)
+        self.diffs.append(float((gathered[0] - gathered[1]).abs().max()))
+        if trainer.global_rank == 0:
+            Path(self.out).write_text(json.dumps(self.diffs))
+
+
+def test_ddp_ranks_identical_after_unfreeze(tmp_path: Path) -> None:
+    out = tmp_path / "diffs.json"
+    model = PlugInModule(scheduler="step")
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", lr_scale=0.5)
+    trainer = _trainer(
+        tmp_path,
+        [callback, GatherParams(str(out))],
+        max_epochs=3,
+        strategy="ddp_spawn",
+        devices=2,
+        deterministic=False,
+    )
+    trainer.fit(model, DataLoader(_data(64), batch_size=8, shuffle=True))
+    diffs = json.loads(out.read_text())
+    assert diffs == [0.0, 0.0, 0.0]
+
+
+# -------------------------------------------------------------------- identity
+def test_equal_valued_params_each_in_exactly_one_group(tmp_path: Path) -> None:
+    model = PlugInModule(scheduler=None, head_bn=True)  # fresh BN weights: all ones in head and backbone
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor")
+    _trainer(tmp_path, [callback], max_epochs=2).fit(model, _loader())
+    optimizer = model.trainer.optimizers[0]
+    ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert (
+        set(ids)
+        == {id(p) for p in model.parameters() if p.requires_grad}
+        == {id(p) for p in model.parameters()}
+    )
+
+
+# ------------------------------------------------------------------- BatchNorm
+class CheckTrainEvalEqual(pl.Callback):
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        x = batch[0]
+        frozen = pl_module.feature_extractor
+        with torch.no_grad():
+            during_training = frozen(x)
+            was = [m.training for m in frozen.modules()]
+            frozen.eval()
+            in_eval = frozen(x)
+            for module, mode in zip(frozen.modules(), was, strict=True):
+                module.training = mode
+        assert torch.equal(during_training, in_eval)
+        self.checked += 1
+
+
+def test_frozen_batchnorm_stats_unchanged_through_fit_and_validate(tmp_path: Path) -> None:
+    model = PlugInModule(scheduler=None)
+    bn = model.feature_extractor[1]
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    check = CheckTrainEvalEqual()
+    callback = ProgressiveUnfreezing(10, backbone="feature_extractor")
+    model.validation_step = lambda batch, batch_idx: nn.functional.cross_entropy(model(batch[0]), batch[1])
+    trainer = _trainer(tmp_path, [callback, check], max_epochs=2, num_sanity_val_steps=0)
+    trainer.fit(model, _loader(), _loader())
+    trainer.validate(model, _loader(), verbose=False)
+    assert check.checked == 2 * STEPS_PER_EPOCH
+    for key, value in bn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_bn_without_running_stats_is_an_error_unless_train_bn(tmp_path: Path) -> None:
+    model = PlugInModule(scheduler=None)
+    model.feature_extractor[1] = nn.BatchNorm1d(8, track_running_stats=False)
+    with pytest.raises(ValueError, match="track_running_stats=False.*train_bn=True"):
+        _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(model, _loader())
+    _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor", train_bn=True)], 1).fit(
+        model, _loader()
+    )
+
+
+# ------------------------------------------------------------------------- AMP
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_amp_unfreezing_mid_run(tmp_path: Path, precision: str) -> None:
+    class Losses(pl.Callback):
+        losses: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses.append(float(outputs["loss"]))
+
+    model = PlugInModule(scheduler="step", lr=0.01)
+    initial = [p.detach().clone() for p in model.feature_extractor.parameters()]
+    kwargs = (
+        {"precision": precision}
+        if precision == "bf16-mixed"
+        else {"plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=2.0**8))]}
+    )
+    losses = Losses()
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor")
+    _trainer(tmp_path, [callback, losses], max_epochs=2, **kwargs).fit(model, _loader())
+    assert losses.losses and all(math.isfinite(v) for v in losses.losses)
+    assert all(
+        not torch.equal(a, b) for a, b in zip(initial, model.feature_extractor.parameters(), strict=True)
+    )
+
+
+# --------------------------------------------------------------------- plug-in
+def test_plug_in_module_unfreezes_as_configured_and_logs_named_lrs(tmp_path: Path) -> None:
+    model = PlugInModule(scheduler="multistep")
+    first = [p.detach().clone() for p in model.feature_extractor.parameters()]
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append([p.requires_grad for p in pl_module.feature_extractor.parameters()])
+
+    callback = ProgressiveUnfreezing(1, every_n_epochs=1, backbone="feature_extractor", verbose=True)
+    trainer = _trainer(
+        tmp_path,
+        [callback, Watch(), LearningRateMonitor("epoch")],
+        max_epochs=5,
+        logger=CSVLogger(tmp_path),
+    )
+    trainer.fit(model, _loader())
+    # groups 5, 3, 1, 0 of feature_extractor unfreeze at epochs 1, 2, 3, 4
+    per_group = [[flags[i] for i in (6, 4, 2, 0)] for flags in seen]
+    assert per_group == [[False] * 4, [True, False, False, False], [True, True, False, False],
+                         [True, True, True, False], [True] * 4]  # fmt: skip
+    assert all(
+        not torch.equal(a, b) for a, b in zip(first, model.feature_extractor.parameters(), strict=True)
+    )
+    header = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()[0]
+    assert "lr-Adam/feature_extractor.5" in header and "lr-Adam/feature_extractor.1.no_decay" in header
+
+
+def test_lr_finder_runs_with_the_callback(tmp_path: Path) -> None:
+    from lightning.pytorch.tuner import Tuner
+
+    model = PlugInModule(scheduler=None)
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor")
+    trainer = _trainer(tmp_path, [callback], max_epochs=2)
+    finder = Tuner(trainer).lr_find(model, train_dataloaders=_loader(), num_training=6, min_lr=1e-4)
+    assert finder is not None and len(finder.results["lr"]) > 0
+    trainer.fit(model, _loader())
+    assert callback.applied_steps == 1
+
+
+# ------------------------------------------------------------------- TransferClassifier
+def test_transfer_classifier_uses_layer_groups_and_layer_decay(tmp_path: Path) -> None:
+    from lt_transfer import Backbone, TransferClassifier
+
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    model = TransferClassifier(
+        Backbone(trunk, 8), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.1)
+    )
+    callback = ProgressiveUnfreezing([1, 2], groups_per_step=2, lr_scale=0.5, layer_decay=0.5)
+    assert callback.plan_for(model) == [(1, ["4", "2"]), (2, ["0"])]
+    _trainer(tmp_path, [callback], max_epochs=3).fit(model, _loader())
+    groups = {g["name"]: g["lr"] for g in model.trainer.optimizers[0].param_groups}
+    expected = {"head": 0.1, "backbone.4": 0.05, "backbone.2": 0.025, "backbone.0": 0.0125}
+    expected.update({f"{name}.no_decay": lr for name, lr in expected.items()})
+    assert groups == pytest.approx(expected)
+
+
+# -------------------------------------------------------------------- bad input
+def test_bad_arguments_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ProgressiveUnfreezing([3, 2])
+    with pytest.raises(ValueError, match="every_n_epochs=0"):
+        ProgressiveUnfreezing(1, every_n_epochs=0)
+    with pytest.raises(ValueError, match="lr_scale=-1"):
+        ProgressiveUnfreezing(1, lr_scale=-1)
+    with pytest.raises(ValueError, match="layer_decay=2"):
+        ProgressiveUnfreezing(1, layer_decay=2)
+
+
+def test_setup_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="backbone='encoder'.*It has: .*feature_extractor"):
+        _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="encoder")], 1).fit(
+            PlugInModule(None), _loader()
+        )
+    with pytest.raises(ValueError, match="5 unfreeze steps.*only 4 layer groups"):
+        callback = ProgressiveUnfreezing([1, 2, 3, 4, 5], backbone="feature_extractor")
+        _trainer(tmp_path, [callback], 1).fit(PlugInModule(None), _loader())
+
+    class AllParams(PlugInModule):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.1)
+
+    with pytest.raises(ValueError, match="already in the optimizer.*requires_grad"):
+        _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(
+            AllParams(None), _loader()
+        )
+
+    class TwoOptimizers(PlugInModule):
+        def configure_optimizers(self):
+            trainable = [p for p in self.parameters() if p.requires_grad]
+            return torch.optim.Adam(trainable[:1]), torch.optim.Adam(trainable[1:])
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+    model = TwoOptimizers(None)
+    model.automatic_optimization = False
+    with pytest.raises(ValueError, match="2 optimizers; pass optimizer_index"):
+        _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(model, _loader())
+
+
+@pytest.mark.parametrize("strategy", ["DeepSpeedStrategy", "FSDPStrategy"])
+def test_sharding_strategies_are_rejected(strategy: str) -> None:
+    fake = type(strategy, (), {})()
+    trainer = SimpleNamespace(strategy=fake)
+    with pytest.raises(ValueError, match=f"does not support strategy {strategy}"):
+        ProgressiveUnfreezing(1).setup(trainer, PlugInModule(None), "fit")
+
+
+# ------------------------------------------------------------------- CLI, pickle
+def test_configured_from_yaml_and_picklable(tmp_path: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: lt_transfer.callbacks.ProgressiveUnfreezing\n"
+        "      init_args:\n"
+        "        unfreeze_at_epoch: [1, 3]\n"
+        "        groups_per_step: 2\n"
+        "        backbone: feature_extractor\n"
+        "        lr_scale: 0.2\n"
+        "        layer_decay: 0.8\n"
+        "        warmup_epochs: 1\n"
+    )
+    cli = LightningCLI(
+        PlugInModule,
+        args=["--config", str(config), "--trainer.logger=false", "--trainer.enable_checkpointing=false"],
+        run=False,
+        save_config_callback=None,
+    )
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, ProgressiveUnfreezing))
+    assert (callback.milestones, callback.groups_per_step, callback.lr_scale) == ([1, 3], 2, 0.2)
+    restored = pickle.loads(pickle.dumps(callback))
+    assert restored.plan_for(PlugInModule(None)) == [(1, ["5", "3"]), (3, ["1", "0"])]
