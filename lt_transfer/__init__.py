@@ -6,7 +6,9 @@ load it lazily).
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
 from lt_transfer.callbacks.feature_cache import FeatureCache
+from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.data import DigitsDataModule, TextClassificationDataModule, TweetSentimentDataModule
+from lt_transfer.freezing import freeze, unfreeze
 from lt_transfer.modules import DistillationModule, TextClassifier, TransferClassifier
 
 __version__ = "0.1.0"
@@ -17,9 +19,12 @@ __all__ = [
     "DistillationModule",
     "FeatureCache",
     "LayerGroup",
+    "ProgressiveUnfreezing",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",
     "TweetSentimentDataModule",
     "build_backbone",
+    "freeze",
+    "unfreeze",
 ]
