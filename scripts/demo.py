@@ -19,6 +19,7 @@ import argparse
 import logging
 import time
 import warnings
+from functools import partial
 
 import lightning.pytorch as pl
 import torch
@@ -45,7 +46,7 @@ def run(mode: str, args: argparse.Namespace) -> tuple[float, float]:
         weights=None if mode == "scratch" else MOBILENET_V2_IMAGENET,
         finetune="frozen" if mode == "frozen" else "full",
         backbone_lr_scale=1.0 if mode == "scratch" else args.backbone_lr_scale,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01),
+        optimizer=partial(torch.optim.AdamW, lr=args.lr, weight_decay=0.01),
     )
     trainer = pl.Trainer(
         max_epochs=args.epochs,
@@ -69,6 +70,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels-per-class", type=int, default=20)
