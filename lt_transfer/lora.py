@@ -87,13 +87,16 @@ def apply_lora(
                 f"{model_type!r}; name them, e.g. from this model's Linear layers {linears[:12]}."
             )
         target_modules = defaults[model_type]
-    for param in model.parameters():
-        param.requires_grad_(False)
     before = {name for name, _ in model.named_parameters()}
     config = peft.LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none"
     )
-    peft.inject_adapter_in_model(config, model)
+    try:
+        peft.inject_adapter_in_model(config, model)
+    except ValueError as error:
+        raise ValueError(
+            f"lora_target_modules={list(target_modules)} matched no Linear layer of the model ({error})."
+        ) from error
     new = [name for name, param in model.named_parameters() if "lora_" in name and name not in before]
     if not new:
         raise ValueError(f"lora_target_modules={list(target_modules)} matched no Linear layer of the model.")
