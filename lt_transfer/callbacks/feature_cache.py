@@ -470,6 +470,14 @@ class FeatureCache(Callback):
         """Decide whether ``patch`` serves cached features for the coming epoch/run."""
         if not self.backbone_frozen():
             self._invalidate(f"a backbone parameter requires grad at the start of the {name} epoch")
+            if name == "train" and self.builds == 0 and "trainable" not in self._warned:
+                self._warned.add("trainable")
+                trainable = [n for n, p in self._backbone.named_parameters() if p.requires_grad]
+                rank_zero_info(
+                    f"FeatureCache: not caching while backbone parameters train ({len(trainable)}, e.g. "
+                    f"{trainable[:3]}). Note: BackboneFinetuning's frozen phase trains BatchNorm "
+                    "unless its freeze gets train_bn=False."
+                )
             return
         if not patch.eligible:
             patch.serving = False
