@@ -7,9 +7,20 @@ load it lazily).
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
-from lt_transfer.data import DigitsDataModule, TextClassificationDataModule, TweetSentimentDataModule
+from lt_transfer.data import (
+    DigitsDataModule,
+    DomainAdaptationDataModule,
+    TextClassificationDataModule,
+    TweetSentimentDataModule,
+)
 from lt_transfer.freezing import freeze, unfreeze
-from lt_transfer.modules import DistillationModule, TextClassifier, TransferClassifier
+from lt_transfer.modules import (
+    DistillationModule,
+    DomainAdaptationModule,
+    LeNetBackbone,
+    TextClassifier,
+    TransferClassifier,
+)
 
 __version__ = "0.1.0"
 
@@ -17,8 +28,11 @@ __all__ = [
     "Backbone",
     "DigitsDataModule",
     "DistillationModule",
+    "DomainAdaptationDataModule",
+    "DomainAdaptationModule",
     "FeatureCache",
     "LayerGroup",
+    "LeNetBackbone",
     "ProgressiveUnfreezing",
     "TextClassificationDataModule",
     "TextClassifier",

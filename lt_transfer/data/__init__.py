@@ -1,6 +1,8 @@
 """Data modules and the offline data sets they are built on."""
 
 from lt_transfer.data.digits import DigitsDataModule, TransformedImages, few_labels
+from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, combined_train_loader
+from lt_transfer.data.mnist_m import blend_with_photos, load_mnist_m
 from lt_transfer.data.sources import (
     ImageSplit,
     ImageSplits,
@@ -14,15 +16,19 @@ from lt_transfer.data.tweets import TweetSentimentDataModule, load_tweet_sentime
 
 __all__ = [
     "DigitsDataModule",
+    "DomainAdaptationDataModule",
     "ImageSplit",
     "ImageSplits",
     "TextClassificationDataModule",
     "TextSplit",
     "TransformedImages",
     "TweetSentimentDataModule",
+    "blend_with_photos",
+    "combined_train_loader",
     "few_labels",
     "image_transform",
     "load_mnist",
+    "load_mnist_m",
     "load_sklearn_digits",
     "load_tweet_sentiment",
     "package_path",
