@@ -517,3 +517,27 @@ def test_configured_from_yaml_and_picklable(tmp_path: Path) -> None:
     assert (callback.milestones, callback.groups_per_step, callback.lr_scale) == ([1, 3], 2, 0.2)
     restored = pickle.loads(pickle.dumps(callback))
     assert restored.plan_for(PlugInModule(None)) == [(1, ["5", "3"]), (3, ["1", "0"])]
+
+
+# --------------------------------------------------------------------- warm-up
+def test_warmup_scales_only_inside_the_optimizer_step(tmp_path: Path) -> None:
+    effective: list[tuple[int, float]] = []
+
+    class Spy(pl.Callback):
+        def on_train_start(self, trainer, pl_module):  # registered after the callback's own pre-hook
+            optimizer = trainer.optimizers[0]
+            optimizer.register_step_pre_hook(
+                lambda opt, args, kwargs: effective.append(
+                    (trainer.current_epoch, opt.param_groups[-1]["lr"])
+                )
+            )
+
+    recorder = LrRecorder()
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", lr_scale=0.5, warmup_epochs=2)
+    _trainer(tmp_path, [callback, Spy(), recorder], max_epochs=4).fit(PlugInModule(scheduler=None), _loader())
+    per_epoch = {epoch: lr for epoch, lr in effective}
+    assert per_epoch[1] == pytest.approx(0.05 / 3) and per_epoch[2] == pytest.approx(0.1 / 3)
+    assert per_epoch[3] == pytest.approx(0.05)
+    assert all(
+        lrs[-1] == pytest.approx(0.05) for lrs in recorder.lrs[STEPS_PER_EPOCH:]
+    )  # scheduled lr untouched
