@@ -1,10 +1,12 @@
 """Callbacks that work on any LightningModule."""
 
+from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 
 __all__: list[str] = [
+    "DomainShiftReport",
     "FeatureCache",
     "FeatureCacheMemoryError",
     "NegativeTransferMonitor",
