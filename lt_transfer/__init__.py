@@ -5,7 +5,9 @@ load it lazily).
 """
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
+from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.data import (
     DigitsDataModule,
@@ -14,6 +16,13 @@ from lt_transfer.data import (
     TweetSentimentDataModule,
 )
 from lt_transfer.freezing import freeze, unfreeze
+from lt_transfer.metrics import (
+    DomainClassifierAccuracy,
+    InformationMaximization,
+    PredictionEntropy,
+    ProxyADistance,
+    proxy_a_distance,
+)
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
@@ -30,15 +39,22 @@ __all__ = [
     "DistillationModule",
     "DomainAdaptationDataModule",
     "DomainAdaptationModule",
+    "DomainClassifierAccuracy",
+    "DomainShiftReport",
     "FeatureCache",
+    "InformationMaximization",
     "LayerGroup",
     "LeNetBackbone",
+    "NegativeTransferMonitor",
+    "PredictionEntropy",
     "ProgressiveUnfreezing",
+    "ProxyADistance",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",
     "TweetSentimentDataModule",
     "build_backbone",
     "freeze",
+    "proxy_a_distance",
     "unfreeze",
 ]
