@@ -177,7 +177,10 @@ class DomainAdaptationModule(LightningModule):
         eval_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        # The optimizer factory is not a plain value: keeping it out of hparams keeps checkpoints
+        # loadable with torch.load(weights_only=True) (the CLI saves the full config anyway).
+        ignore = ["optimizer", "backbone"] if isinstance(backbone, nn.Module) else ["optimizer"]
+        self.save_hyperparameters(ignore=ignore)
         name = "DomainAdaptationModule"
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"{name}(num_classes={num_classes!r}) must be an int >= 2.")

@@ -1,0 +1,224 @@
+"""DomainAdaptationModule: schedule from trainer progress, resume, bf16, methods, safeguards, CLI."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
+from torch.utils.data import DataLoader, TensorDataset
+
+from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
+from lt_transfer.modules.domain_adaptation import DomainAdaptationModule, LeNetBackbone
+from tests.conftest import make_tiny_backbone
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dm(n_source: int = 32, n_target: int = 32, batch_size: int = 4) -> DomainAdaptationDataModule:
+    g = torch.Generator().manual_seed(0)
+    source = TensorDataset(
+        torch.randn(n_source, 3, 8, 8, generator=g), torch.randint(0, 3, (n_source,), generator=g)
+    )
+    target = TensorDataset(torch.randn(n_target, 3, 8, 8, generator=g) + 1)
+    val = TensorDataset(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 3, (8,), generator=g))
+    return DomainAdaptationDataModule.from_datasets(
+        source, target, val=[val, val], num_classes=3, batch_size=batch_size
+    )
+
+
+def _model(**kwargs: object) -> DomainAdaptationModule:
+    torch.manual_seed(0)
+    return DomainAdaptationModule(make_tiny_backbone(), num_classes=3, **kwargs)
+
+
+def _trainer(**kwargs: object) -> pl.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+class _Record(Callback):
+    """Records the coefficient and learning rate seen by each training step and validation batch."""
+
+    def __init__(self) -> None:
+        self.train: dict[int, tuple[float, float]] = {}
+        self.val: list[tuple[int, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.train[trainer.global_step] = (pl_module.coefficient(), lr)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        self.val.append((trainer.global_step, pl_module.coefficient()))
+
+
+def test_coefficient_follows_progress_and_validation_does_not_move_it() -> None:
+    record = _Record()
+    trainer = _trainer(
+        max_epochs=2, val_check_interval=4, limit_val_batches=1, callbacks=[record], num_sanity_val_steps=1
+    )
+    model = _model(method="dann")
+    trainer.fit(model, _dm())  # 8 steps per epoch, 16 in total
+    assert sorted(record.train) == list(range(16))
+    for step, (coeff, _) in record.train.items():
+        assert coeff == pytest.approx(2 / (1 + math.exp(-10 * step / 16)) - 1)
+    assert record.val, "validation ran"
+    for step, coeff in record.val:  # validation sees the coefficient of the step it follows
+        assert coeff == pytest.approx(2 / (1 + math.exp(-10 * step / 16)) - 1)
+    assert trainer.global_step == 16
+    assert trainer.callback_metrics["train/coefficient"] == pytest.approx(
+        2 / (1 + math.exp(-10 * 15 / 16)) - 1
+    )
+
+
+def test_resume_mid_training_continues_schedule_and_lr_exactly(tmp_path: Path) -> None:
+    full = _Record()
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=4, save_top_k=-1)
+    _trainer(max_steps=10, callbacks=[ckpt, full], enable_checkpointing=True).fit(
+        _model(method="dann", lr_annealing=True), _dm()
+    )
+    path = next(p for p in tmp_path.iterdir() if "step=4" in p.name)
+    resumed = _Record()
+    _trainer(max_steps=10, callbacks=[resumed]).fit(
+        _model(method="dann", lr_annealing=True), _dm(), ckpt_path=path
+    )
+    assert sorted(resumed.train) == list(range(4, 10))
+    for step, (coeff, lr) in resumed.train.items():
+        assert coeff == pytest.approx(full.train[step][0], abs=1e-12)
+        assert lr == pytest.approx(full.train[step][1], rel=1e-9)
+    assert full.train[9][1] < full.train[0][1]  # the lr was annealed
+
+
+def test_unbounded_training_with_progress_schedule_raises() -> None:
+    with pytest.raises(ValueError, match="bounded training length"):
+        _trainer(max_epochs=-1, limit_val_batches=0).fit(_model(method="dann"), _dm())
+    # a constant schedule needs no bound: it runs (stopped here by max_time-free limit via max_steps)
+    trainer = _trainer(max_steps=2, max_epochs=-1, limit_val_batches=0)
+    trainer.fit(_model(method="mmd", schedule="constant"), _dm())
+    assert trainer.global_step == 2
+
+
+def test_bf16_mixed_finite_losses_and_reversed_gradient() -> None:
+    losses: list[float] = []
+
+    class Keep(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            losses.append(float(outputs["loss"]))
+            losses.append(float(trainer.callback_metrics["train/transfer_loss"]))
+
+    trainer = _trainer(max_steps=3, precision="bf16-mixed", limit_val_batches=0, callbacks=[Keep()])
+    trainer.fit(_model(method="dann", schedule="constant"), _dm())
+    assert losses and all(math.isfinite(v) for v in losses)
+
+    # Under autocast the features receive the opposite of the discriminator's gradient.
+    model = _model(method="dann")
+    batch = {
+        "source": (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])),
+        "target": [torch.randn(4, 3, 8, 8)],
+    }
+    features = (
+        model.backbone(torch.cat([batch["source"][0], batch["target"][0]])).detach().requires_grad_(True)
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ls, lt = model.domain_loss.logits(features[:4], features[4:], coeff=1.0)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            torch.cat([ls, lt]).float(), torch.cat([torch.ones(4), torch.zeros(4)])
+        )
+    (reversed_grad,) = torch.autograd.grad(loss, features)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain_logits = model.domain_loss.discriminator(features).reshape(-1)
+        plain = torch.nn.functional.binary_cross_entropy_with_logits(
+            plain_logits.float(), torch.cat([torch.ones(4), torch.zeros(4)])
+        )
+    (plain_grad,) = torch.autograd.grad(plain, features)
+    torch.testing.assert_close(reversed_grad, -plain_grad)
+
+
+@pytest.mark.parametrize("method", ["source_only", "mmd", "coral"])
+def test_methods_and_joint_forward(method: str) -> None:
+    sizes: list[int] = []
+    model = _model(method=method, mmd_estimator="linear")
+    model.backbone.register_forward_hook(lambda m, inp, out: sizes.append(len(inp[0])))
+    batch = {
+        "source": (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])),
+        "target": [torch.randn(6, 3, 8, 8)],
+    }
+    out = model.compute_losses(batch, coefficient=1.0)
+    assert torch.isfinite(out["loss"])
+    if method == "source_only":
+        assert sizes == [4] and "transfer_loss" not in out  # the target is never forwarded
+    else:
+        assert sizes == [10]  # source and target forwarded together (BatchNorm sees both)
+        sizes.clear()
+        model.hparams.joint_forward = False
+        model.compute_losses(batch, coefficient=1.0)
+        assert sizes == [4, 6]
+
+
+def test_bad_arguments_and_inputs() -> None:
+    with pytest.raises(ValueError, match="method='adda'"):
+        DomainAdaptationModule(method="adda")
+    with pytest.raises(ValueError, match="trade_off=-1"):
+        DomainAdaptationModule(trade_off=-1)
+    with pytest.raises(ValueError, match="gamma=0"):
+        DomainAdaptationModule(gamma=0)
+    model = _model()
+    bad = {
+        "source": (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])),
+        "target": [torch.randn(4, 3, 9, 9)],
+    }
+    with pytest.raises(ValueError, match="differ in shape"):
+        model.compute_losses(bad, 1.0)
+    with pytest.raises(ValueError, match="'source' and 'target' keys"):
+        model.compute_losses({"source": bad["source"]}, 1.0)
+
+
+def test_empty_target_loader_without_datamodule_raises() -> None:
+    source = DataLoader(TensorDataset(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))), batch_size=4)
+    empty = DataLoader(TensorDataset(torch.randn(0, 3, 8, 8)), batch_size=4)
+    for mode in ("max_size_cycle", "min_size"):
+        loader = CombinedLoader({"source": source, "target": empty}, mode=mode)
+        with pytest.raises(ValueError, match="no batches|without a single training step"):
+            _trainer(max_epochs=1).fit(_model(), train_dataloaders=loader)
+
+
+def test_lenet_backbone_and_spec() -> None:
+    model = DomainAdaptationModule("lenet", method="mmd")
+    assert isinstance(model.backbone, LeNetBackbone)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert [g["name"] for g in model.param_groups()][:2] == ["head", "head.no_decay"]
+
+
+def test_cli_recipe_fast_dev_run() -> None:
+    cli = Path(sys.executable).parent / "lt-transfer"
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "lt_transfer.cli"]
+    result = subprocess.run(
+        [
+            *command,
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "dann_mnist_to_mnistm.yaml"),
+            "--trainer.fast_dev_run=true",
+            "--data.init_args.source_samples=256",
+            "--data.init_args.target_samples=256",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
