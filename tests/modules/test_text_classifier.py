@@ -138,3 +138,18 @@ def test_bad_input(tiny_bert: Path) -> None:
         TextClassifier(spec, frozen_layers=1)
     with pytest.raises(ValueError, match="must be 'hf/"):
         TextClassifier("torchvision/resnet18")
+
+
+def test_progressive_unfreezing_works_on_text_layer_groups(tiny_bert: Path) -> None:
+    from lt_transfer import ProgressiveUnfreezing
+
+    callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1], groups_per_step=1, lr_scale=1.0)
+    model = TextClassifier(
+        f"hf/{tiny_bert}", finetune="frozen", optimizer=partial(torch.optim.AdamW, lr=1e-2)
+    )
+    assert callback.plan_for(model) == [(1, ["layer.1"])]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _trainer(max_steps=-1, max_epochs=2, callbacks=[callback]).fit(model, _data(tiny_bert))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    layer1 = {n for n in before if n.startswith("backbone.model.encoder.layer.1.")}
+    assert changed == layer1 | {"head.1.weight", "head.1.bias"}
