@@ -102,3 +102,14 @@ def test_bad_input(tiny_bert: Path, tmp_path: Path) -> None:
         load_tokenizer(str(no_tokenizer))
     with pytest.raises(FileNotFoundError, match="not installed"):
         resolve_model_path("pkg://no_such_package_xyz/model")
+
+
+def test_packed_tensor_input_equals_the_tokenizer_dict(tiny_bert: Path) -> None:
+    from lt_transfer.data.text import pack_batch
+
+    backbone = build_backbone(f"hf/{tiny_bert}").eval()
+    batch = _batch(tiny_bert, ["lost bag", "the crew was great thanks"])
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(pack_batch(batch)), backbone(batch))
+    with pytest.raises(ValueError, match="packed \\(N, 2, L\\)"):
+        backbone(torch.zeros(2, 3, 4, dtype=torch.long))

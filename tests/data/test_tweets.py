@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lt_transfer.data.tweets import (
     AIRLINE_HANDLES,
     TweetSentimentDataModule,
@@ -40,3 +42,17 @@ def test_datamodule_trains_on_one_domain_and_evaluates_both() -> None:
     assert isinstance(loaders, list) and len(loaders) == 2
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] <= 64
+
+
+def test_shift_datamodule_pairs_labelled_source_with_unlabelled_target() -> None:
+    from lt_transfer.data.tweets import TweetShiftDataModule
+
+    dm = TweetShiftDataModule(source_samples=12, target_samples=5, val_samples=4, batch_size=4, max_length=16)
+    dm.setup("fit")
+    batches = [b for b, _, _ in dm.train_dataloader()]
+    assert len(batches) == 3  # one pass over the source; the 5 target tweets are cycled
+    source_x, source_y = batches[0]["source"]
+    (target_x,) = batches[0]["target"]  # no labels
+    assert source_x.shape == target_x.shape == (4, 2, 16) and source_y.shape == (4,)
+    with pytest.raises(ValueError, match="must differ"):
+        TweetShiftDataModule("other", "other")

@@ -153,3 +153,24 @@ def test_progressive_unfreezing_works_on_text_layer_groups(tiny_bert: Path) -> N
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     layer1 = {n for n in before if n.startswith("backbone.model.encoder.layer.1.")}
     assert changed == layer1 | {"head.1.weight", "head.1.bias"}
+
+
+def test_dann_on_text_with_the_tweet_shift(tiny_bert: Path) -> None:
+    from lt_transfer import DomainAdaptationModule
+    from lt_transfer.data.tweets import TweetShiftDataModule
+
+    data = TweetShiftDataModule(
+        tokenizer=str(tiny_bert),
+        source_samples=8,
+        target_samples=5,
+        val_samples=4,
+        test_samples=4,
+        batch_size=4,
+        max_length=16,
+    )
+    model = DomainAdaptationModule(f"hf/{tiny_bert}", num_classes=2, method="dann", discriminator_hidden=8)
+    trainer = _trainer(max_steps=-1, max_epochs=1, limit_val_batches=1)
+    trainer.fit(model, data)
+    assert trainer.global_step == 2  # one pass over the 8 source tweets; target drawn alongside
+    metrics = trainer.callback_metrics
+    assert {"train/domain_acc", "val/source/acc", "val/target/acc"} <= set(metrics)
