@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
@@ -308,8 +309,8 @@ class NegativeTransferMonitor(Callback):
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.fast_dev_run:
-            return
+        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING:
+            return  # trainer.validate() outside fit does not count as a check
         if trainer.sanity_checking:
             if self.baseline == "initial" and self.baseline_value is None:
                 value = self._read(trainer, self.monitor)

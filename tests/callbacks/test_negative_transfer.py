@@ -164,6 +164,15 @@ def test_live_metric_baseline_and_gap_sign():
     assert monitor.gap(0.5, 1.0) == 0.5  # lower loss than the reference: transfer helps
 
 
+def test_validate_outside_fit_is_not_a_check():
+    monitor = NegativeTransferMonitor(baseline=0.99, action="stop")
+    trainer = pl.Trainer(
+        logger=False, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.validate(Net(), DataLoader(TARGET_VAL, batch_size=200), verbose=False)
+    assert monitor.history == [] and not monitor.flagged
+
+
 def test_read_logged_metric_tensorboard_and_errors(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
