@@ -160,6 +160,22 @@ def _output_width(module: nn.Module) -> int | None:
     return None
 
 
+@contextmanager
+def _without_cli_hparams() -> Iterator[None]:
+    """Hide LightningCLI's hparams context from modules built inside ours (a checkpoint teacher
+    would otherwise save *our* config as its hyper-parameters)."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - older/newer Lightning
+        yield
+        return
+    token = _given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        _given_hyperparameters.reset(token)
+
+
 def _is_cli_instantiation() -> bool:
     """True while LightningCLI instantiates the module (it passes the config as hparams)."""
     try:
@@ -330,7 +346,8 @@ class DistillationModule(LightningModule):
                 "hint loss's teacher features; disable one of them."
             )
 
-        self.teacher = load_teacher(teacher, teacher_weights, teacher_class)
+        with _without_cli_hparams():
+            self.teacher = load_teacher(teacher, teacher_weights, teacher_class)
         self.student = student
         teacher_ids = {id(p) for p in self.teacher.parameters()}
         shared = [name for name, p in student.named_parameters() if id(p) in teacher_ids]

@@ -336,3 +336,42 @@ def test_ddp_spawn_has_no_unused_parameter_error() -> None:
     assert not torch.equal(module.student.state_dict()["1.weight"], student_before["1.weight"])  # trained
     for key, value in before.items():
         assert torch.equal(module.teacher.state_dict()[key], value), key
+
+
+# --------------------------------------------------------------------------------- CLI
+
+
+def test_cli_builds_module_with_checkpoint_teacher(tmp_path: Path) -> None:
+    from lt_transfer.cli import TransferCLI
+
+    teacher_module = TinyTeacherModule(num_classes=10)
+    path = tmp_path / "teacher.ckpt"
+    saver = trainer(max_steps=0)
+    saver.strategy.connect(teacher_module)
+    saver.save_checkpoint(path)
+    cli = TransferCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        auto_configure_optimizers=False,
+        args=[
+            "--model=lt_transfer.DistillationModule",
+            "--model.student=torchvision.models.MobileNetV2",
+            "--model.student.num_classes=10",
+            "--model.student.width_mult=0.25",
+            f"--model.teacher={path}",
+            f"--model.teacher_class={__name__}.TinyTeacherModule",
+            "--model.alpha=0.1",
+            "--data=lt_transfer.DigitsDataModule",
+            "--data.dataset=sklearn_digits",
+            "--trainer.logger=false",
+        ],
+    )
+    module = cli.model
+    assert isinstance(module, DistillationModule) and isinstance(module.teacher, TinyTeacherModule)
+    # the teacher keeps its own hyper-parameters, not the CLI's config of the outer module
+    assert dict(module.teacher.hparams) == {"num_classes": 10}
+    assert module.hparams.student["class_path"].endswith("MobileNetV2")
+    assert module.hparams.num_classes == 10 and not module.teacher.training
