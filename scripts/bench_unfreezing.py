@@ -5,18 +5,21 @@ Three sections, all measured in one run:
 1. **Speed and memory** (ImageNet MobileNetV2, 32×32 inputs, batch 32, one CPU thread): median
    step time of the frozen phase (epoch 0) and of the unfrozen phase (epoch 1) and the peak
    resident memory after each phase, for ``ProgressiveUnfreezing``, ``BackboneFinetuning``
-   (``train_bn=False`` for equal work, and its default ``train_bn=True``) and plain full
-   fine-tuning. Each method runs in a fresh subprocess (peak RSS is per process), in
-   ``--rounds`` interleaved rounds. The callback's own per-step cost is also timed directly
-   (its per-batch hook), since end-to-end step ratios on a shared machine are noisier than 3%.
+   (``train_bn=False`` and its default ``train_bn=True``; note that its ``freeze_before_training``
+   leaves BatchNorm parameters trainable either way, so its frozen phase still runs backward
+   through the backbone) and plain full fine-tuning. Each method runs in a fresh subprocess
+   (peak RSS is per process), in ``--rounds`` interleaved rounds. The callback's own per-step
+   cost is also timed directly (its per-batch hook), since end-to-end step ratios on a shared
+   machine are noisier than 3%.
 2. **Correctness**: each failure mode of the issue, pass/fail for ours and ``BackboneFinetuning``
-   on a tiny model (DDP with ``ddp_spawn`` on 2 CPU processes). ``finetuning-scheduler`` is
-   not installed in the project and is reported as not run.
+   on a tiny model (DDP with ``ddp_spawn`` on 2 CPU processes), and for ``finetuning-scheduler``
+   when it is importable (it is not a dependency: install it in a scratch location, see below).
 3. **Accuracy** on few-label MNIST (20 labels per class, 32×32) from the shipped ImageNet
    MobileNetV2 weights: head only vs full fine-tuning vs progressive unfreezing, same epochs,
    same optimizer, mean ± std over seeds, on ``--test-samples`` MNIST test images.
 
-    python scripts/bench_unfreezing.py [--rounds 2] [--seeds 0 1 2] [--epochs 12] [--test-samples 2000]
+    pip install --no-deps --target /tmp/fts_env finetuning-scheduler==2.14.1   # optional
+    PYTHONPATH=/tmp/fts_env python scripts/bench_unfreezing.py [--rounds 2] [--seeds 0 1 2] [--epochs 12]
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ def run_speed(rounds: int, steps: int) -> dict[str, dict]:
         summary[method] = {
             "frozen_step_s": statistics.median([t for r in runs for t in r["frozen_times"]]),
             "unfrozen_step_s": statistics.median([t for r in runs for t in r["unfrozen_times"]]),
+            "frozen_min_s": min(t for r in runs for t in r["frozen_times"]),
+            "unfrozen_min_s": min(t for r in runs for t in r["unfrozen_times"]),
             "frozen_peak_mb": statistics.median([r["frozen_peak_mb"] for r in runs]),
             "unfrozen_peak_mb": statistics.median([r["unfrozen_peak_mb"] for r in runs]),
         }
@@ -192,6 +197,13 @@ class Tiny(pl.LightningModule):
         raise ValueError(self.scheduler)
 
 
+class TinyVal(Tiny):
+    """Tiny with a validation loss (finetuning-scheduler's checkpoint callback monitors one)."""
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+
 def _tiny_data(n: int = 32) -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
     return TensorDataset(
@@ -199,10 +211,36 @@ def _tiny_data(n: int = 32) -> TensorDataset:
     )
 
 
-def _make_callback(kind: str) -> pl.Callback:
+def _fts_available() -> bool:
+    try:
+        import finetuning_scheduler  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _setup(kind: str, max_epochs: int, unfreeze_at: int = 1, ckpt_dir: Path | None = None) -> tuple:
+    """Model class, callbacks, val loader and trainer kwargs for one method on the tiny model."""
     if kind == "ours":
-        return ProgressiveUnfreezing(unfreeze_at_epoch=1, lr_scale=0.1)
-    return BackboneFinetuning(unfreeze_backbone_at_epoch=1)
+        return Tiny, [ProgressiveUnfreezing(unfreeze_at_epoch=unfreeze_at, lr_scale=0.1)], None, {}
+    if kind == "backbone_finetuning":
+        return Tiny, [BackboneFinetuning(unfreeze_backbone_at_epoch=unfreeze_at)], None, {}
+    import logging
+
+    from finetuning_scheduler import FinetuningScheduler, FTSCheckpoint
+
+    # phase 0: head; phase 1 (from epoch `unfreeze_at`, at least 1): backbone at 0.1 x the head's lr
+    schedule = {
+        0: {"params": ["head.*"], "max_transition_epoch": max(1, unfreeze_at)},
+        1: {"params": ["backbone.*"], "lr": 0.005, "max_transition_epoch": max_epochs},
+    }
+    fts = FinetuningScheduler(
+        ft_schedule=schedule, epoch_transitions_only=True, restore_best=False, logging_level=logging.ERROR
+    )
+    directory = ckpt_dir or Path(tempfile.mkdtemp())
+    saver = FTSCheckpoint(monitor="val_loss", dirpath=directory, filename="{epoch}", save_top_k=-1)
+    val = DataLoader(_tiny_data(), batch_size=8)
+    return TinyVal, [fts, saver], val, {"enable_checkpointing": True}
 
 
 class GatherDiff(pl.Callback):
@@ -220,64 +258,64 @@ class GatherDiff(pl.Callback):
 
 def check_ddp(kind: str, tmp: Path) -> tuple[bool, str]:
     out = tmp / f"ddp_{kind}.json"
+    model_cls, callbacks, val, kwargs = _setup(kind, 3)
     trainer = _quiet_trainer(
-        max_epochs=3, strategy="ddp_spawn", devices=2, callbacks=[_make_callback(kind), GatherDiff(str(out))]
+        max_epochs=3, strategy="ddp_spawn", devices=2, callbacks=[*callbacks, GatherDiff(str(out))], **kwargs
     )
-    trainer.fit(Tiny(), DataLoader(_tiny_data(64), batch_size=8, shuffle=True))
+    trainer.fit(model_cls(), DataLoader(_tiny_data(64), batch_size=8, shuffle=True), val)
     diffs = json.loads(out.read_text())
-    return all(d == 0 for d in diffs), "max |rank0 - rank1| per epoch: " + ", ".join(
-        f"{d:.2g}" for d in diffs
-    )
+    detail = "max |rank0 - rank1| per epoch: " + ", ".join(f"{d:.2g}" for d in diffs)
+    return all(d == 0 for d in diffs), detail
 
 
 def check_resume(kind: str, tmp: Path) -> tuple[bool, str]:
-    def run(ckpt: str | None, extra: list) -> tuple[Tiny, pl.Trainer]:
+    def run(ckpt: str | None, directory: Path) -> Tiny:
         pl.seed_everything(0, verbose=False)
-        model = Tiny(scheduler="step")
+        model_cls, callbacks, val, kwargs = _setup(kind, 4, ckpt_dir=directory)
+        if kind != "fts":
+            callbacks.append(ModelCheckpoint(dirpath=directory, filename="{epoch}", save_top_k=-1))
+        model = model_cls(scheduler="step")
         trainer = _quiet_trainer(
-            max_epochs=4, callbacks=[_make_callback(kind), *extra], enable_checkpointing=bool(extra)
+            max_epochs=4, callbacks=callbacks, **{"enable_checkpointing": True, **kwargs}
         )
-        trainer.fit(model, DataLoader(_tiny_data(), batch_size=8), ckpt_path=ckpt)
-        return model, trainer
+        trainer.fit(model, DataLoader(_tiny_data(), batch_size=8), val, ckpt_path=ckpt)
+        return model
 
-    directory = tmp / f"ckpt_{kind}"
-    saver = ModelCheckpoint(
-        dirpath=directory, filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True
-    )
-    try:
-        reference, _ = run(None, [saver])
-        resumed, _ = run(str(directory / "epoch=1.ckpt"), [])
-    except Exception as error:  # noqa: BLE001 - reported in the table
-        return False, f"{type(error).__name__}: {str(error)[:80]}"
+    reference = run(None, tmp / f"ckpt_{kind}")
+    resumed = run(str(tmp / f"ckpt_{kind}" / "epoch=1.ckpt"), tmp / f"ckpt_{kind}_resumed")
     same_grad = [p.requires_grad for p in reference.parameters()] == [
         p.requires_grad for p in resumed.parameters()
     ]
-    same = same_grad and all(
-        torch.equal(a, b)
-        for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True)
-    )
+    pairs = zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True)
+    same = same_grad and all(torch.equal(a, b) for a, b in pairs)
     trainable = sum(p.requires_grad for p in resumed.backbone.parameters())
+    total = len(list(resumed.backbone.parameters()))
     return (
         same,
-        f"final weights torch.equal: {same}; backbone params trainable after resume: "
-        f"{trainable}/{len(list(resumed.backbone.parameters()))}",
+        f"final weights torch.equal: {same}; backbone params trainable after resume: {trainable}/{total}",
     )
 
 
 def check_scheduler(kind: str, name: str) -> tuple[bool, str]:
     ratios: list[float] = []
+    batches = []
 
     class Ratio(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batches.append(batch_idx)
             groups = trainer.optimizers[0].param_groups
             if len(groups) > 1:
                 ratios.append(groups[-1]["lr"] / groups[0]["lr"])
 
+    model_cls, callbacks, val, kwargs = _setup(kind, 4)
     try:
-        trainer = _quiet_trainer(max_epochs=4, callbacks=[_make_callback(kind), Ratio()])
-        trainer.fit(Tiny(scheduler=name), DataLoader(_tiny_data(), batch_size=8))
+        trainer = _quiet_trainer(max_epochs=4, callbacks=[*callbacks, Ratio()], **kwargs)
+        trainer.fit(model_cls(scheduler=name), DataLoader(_tiny_data(), batch_size=8), val)
     except Exception as error:  # noqa: BLE001 - reported in the table
-        return False, f"{type(error).__name__}: {str(error).splitlines()[0][:70]}"
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:90]}"
+        if not batches:  # a clear error before training is the documented alternative
+            return True, f"error at the start of training: {message}"
+        return False, f"error after {len(batches)} steps: {message}"
     constant = bool(ratios) and max(ratios) - min(ratios) <= 1e-9 * max(ratios)
     return constant, f"backbone/head lr ratio after unfreeze: {min(ratios):.3g} .. {max(ratios):.3g}"
 
@@ -285,24 +323,28 @@ def check_scheduler(kind: str, name: str) -> tuple[bool, str]:
 def check_identity(kind: str) -> tuple[bool, str]:
     # fresh LayerNorm weights (all ones) in head and backbone (BackboneFinetuning never freezes
     # BatchNorm parameters before training, so LayerNorm shows its by-value comparison); unfreeze
-    # at epoch 0, while the values are still equal
-    model = Tiny()
+    # at epoch 0, while the values are still equal (finetuning-scheduler: epoch 1, its earliest)
+    model_cls, callbacks, val, kwargs = _setup(kind, 2, unfreeze_at=0)
+    model = model_cls()
     model.backbone.append(nn.LayerNorm(8))
     model.head = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 2))
-    if kind == "ours":
-        callback: pl.Callback = ProgressiveUnfreezing(unfreeze_at_epoch=0)
-    else:
-        callback = BackboneFinetuning(unfreeze_backbone_at_epoch=0)
-    _quiet_trainer(max_epochs=1, callbacks=[callback]).fit(model, DataLoader(_tiny_data(), batch_size=8))
+    epochs = 2 if kind == "fts" else 1
+    _quiet_trainer(max_epochs=epochs, callbacks=callbacks, **kwargs).fit(
+        model, DataLoader(_tiny_data(), batch_size=8), val
+    )
     ids = [id(p) for g in model.trainer.optimizers[0].param_groups for p in g["params"]]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     missing = len(trainable - set(ids))
-    ok = missing == 0 and len(ids) == len(set(ids))
+    ok = missing == 0 and len(ids) == len(set(ids)) and len(trainable) == len(list(model.parameters()))
     return ok, f"trainable params missing from the optimizer: {missing}"
 
 
 def check_frozen_bn(kind: str) -> tuple[bool, str]:
-    model = Tiny()
+    if kind == "backbone_finetuning":  # its "frozen BatchNorm" setting
+        model_cls, callbacks, val, kwargs = Tiny, [BackboneFinetuning(5, train_bn=False)], None, {}
+    else:
+        model_cls, callbacks, val, kwargs = _setup(kind, 6, unfreeze_at=5)
+    model = model_cls()
     bn = model.backbone[1]
     bn.running_mean.add_(0.5)  # "pretrained" statistics
     before = bn.running_mean.clone()
@@ -322,12 +364,8 @@ def check_frozen_bn(kind: str) -> tuple[bool, str]:
                     module.training = mode
             mismatches.append(not torch.equal(in_training, in_eval))
 
-    if kind == "ours":
-        callback: pl.Callback = ProgressiveUnfreezing(unfreeze_at_epoch=5)
-    else:  # its "frozen BatchNorm" setting
-        callback = BackboneFinetuning(unfreeze_backbone_at_epoch=5, train_bn=False)
-    _quiet_trainer(max_epochs=1, callbacks=[callback, Compare()]).fit(
-        model, DataLoader(_tiny_data(), batch_size=8)
+    _quiet_trainer(max_epochs=1, callbacks=[*callbacks, Compare()], **kwargs).fit(
+        model, DataLoader(_tiny_data(), batch_size=8), val
     )
     unchanged = torch.equal(bn.running_mean, before)
     return unchanged and not any(mismatches), (
@@ -336,7 +374,9 @@ def check_frozen_bn(kind: str) -> tuple[bool, str]:
     )
 
 
-def run_correctness(tmp: Path, speed: dict) -> list[tuple[str, dict[str, tuple[bool, str]]]]:
+def run_correctness(
+    tmp: Path, speed: dict, kinds: list[str]
+) -> list[tuple[str, dict[str, tuple[bool, str]]]]:
     rows = []
     for title, check in [
         ("DDP: ranks identical after unfreeze (#20340)", lambda k: check_ddp(k, tmp)),
@@ -347,7 +387,15 @@ def run_correctness(tmp: Path, speed: dict) -> list[tuple[str, dict[str, tuple[b
         ("equal-valued params: each trainable one in one group", check_identity),
         ("frozen BN: stats unchanged, train == eval output", check_frozen_bn),
     ]:
-        rows.append((title, {kind: check(kind) for kind in ("ours", "backbone_finetuning")}))
+        results = {}
+        for kind in kinds:
+            try:
+                results[kind] = check(kind)
+            except Exception as error:  # noqa: BLE001 - reported in the table
+                results[kind] = (False, f"{type(error).__name__}: {str(error).strip().splitlines()[0][:90]}")
+        rows.append((title, results))
+    if speed is None:
+        return rows
     full = speed["full"]["frozen_step_s"]
     rows.append(
         (
@@ -406,6 +454,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--test-samples", type=int, default=2000)
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["speed", "correctness", "accuracy"],
+        choices=["speed", "correctness", "accuracy"],
+    )
     parser.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.speed_worker:
@@ -422,16 +476,25 @@ def main() -> None:
     print(
         f"command: python scripts/bench_unfreezing.py --rounds {args.rounds} --steps {args.steps} "
         f"--seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
-        f"--test-samples {args.test_samples}\n"
+        f"--test-samples {args.test_samples} --sections {' '.join(args.sections)}\n"
     )
+    speed = print_speed(args) if "speed" in args.sections else None
+    if "correctness" in args.sections:
+        print_correctness(speed)
+    if "accuracy" in args.sections:
+        print_accuracy(args)
+    print(f"\ntotal wall time {time.time() - started:.0f} s")
 
+
+def print_speed(args: argparse.Namespace) -> dict:
     speed = run_speed(args.rounds, args.steps)
     print(
         f"## Speed and memory (MobileNetV2, 32×32, batch 32; "
         f"median of {args.rounds}×{args.steps} steps per phase)\n"
     )
     print(
-        "| method | frozen step (ms) | unfrozen step (ms) | peak RSS frozen (MB) | peak RSS unfrozen (MB) |"
+        "| method | frozen step, median / fastest (ms) | unfrozen step, median / fastest (ms) "
+        "| peak RSS frozen (MB) | peak RSS unfrozen (MB) |"
     )
     print("|---|---|---|---|---|")
     names = {
@@ -443,7 +506,8 @@ def main() -> None:
     for method in SPEED_METHODS:
         s = speed[method]
         print(
-            f"| {names[method]} | {1e3 * s['frozen_step_s']:.1f} | {1e3 * s['unfrozen_step_s']:.1f} | "
+            f"| {names[method]} | {1e3 * s['frozen_step_s']:.1f} / {1e3 * s['frozen_min_s']:.1f} "
+            f"| {1e3 * s['unfrozen_step_s']:.1f} / {1e3 * s['unfrozen_min_s']:.1f} | "
             f"{s['frozen_peak_mb']:.0f} | {s['unfrozen_peak_mb']:.0f} |"
         )
     ours, bf = speed["progressive"], speed["backbone_finetuning"]
@@ -458,24 +522,50 @@ def main() -> None:
         f"{100 * hook * 1e-6 / ours['frozen_step_s']:.3f}% "
         f"of a frozen step, {100 * hook * 1e-6 / ours['unfrozen_step_s']:.3f}% of an unfrozen step"
     )
+    print(
+        f"same ratios on the fastest step (least disturbed by other jobs): frozen "
+        f"{ours['frozen_min_s'] / bf['frozen_min_s']:.3f}, "
+        f"unfrozen {ours['unfrozen_min_s'] / bf['unfrozen_min_s']:.3f}"
+    )
     print(f"frozen / full step time: ours {ours['frozen_step_s'] / speed['full']['frozen_step_s']:.2f}\n")
 
+    return speed
+
+
+def print_correctness(speed: dict | None) -> None:
+    kinds = ["ours", "backbone_finetuning"] + (["fts"] if _fts_available() else [])
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run_correctness(Path(tmp), speed)
+        rows = run_correctness(Path(tmp), speed, kinds)
     print("## Correctness (tiny model; DDP = ddp_spawn, 2 CPU processes)\n")
     print("| failure mode | ours | BackboneFinetuning | finetuning-scheduler |")
     print("|---|---|---|---|")
     for title, results in rows:
-        cells = [
-            f"{'pass' if ok else 'FAIL'}: {detail}"
-            for ok, detail in (results["ours"], results["backbone_finetuning"])
-        ]
-        print(f"| {title} | {cells[0]} | {cells[1]} | not run |")
-    print(
-        "\nfinetuning-scheduler: not run (not a project dependency; not installed in a scratch "
-        "environment within this benchmark's time budget).\n"
-    )
+        cells = []
+        for kind in ("ours", "backbone_finetuning", "fts"):
+            if kind not in results:
+                cells.append("not run" if kind not in kinds else "not measured")
+                continue
+            ok, detail = results[kind]
+            cells.append(f"{'pass' if ok else 'FAIL'}: {detail}")
+        print(f"| {title} | " + " | ".join(cells) + " |")
+    if "fts" in kinds:
+        import finetuning_scheduler
 
+        print(
+            f"\nfinetuning-scheduler {finetuning_scheduler.__version__} (scratch install, not a dependency), "
+            "explicit two-phase schedule (head, then backbone at 0.1 x head lr, epoch-driven), "
+            "restore_best=False, FTSCheckpoint on a validation loss, other arguments at their defaults "
+            "(e.g. apply_lambdas_new_pgs=False, frozen_bn_track_running_stats=True).\n"
+        )
+    else:
+        print(
+            "\nfinetuning-scheduler: not run (not importable; install it in a scratch location with "
+            "`pip install --no-deps --target /tmp/fts_env finetuning-scheduler` and run with "
+            "PYTHONPATH=/tmp/fts_env).\n"
+        )
+
+
+def print_accuracy(args: argparse.Namespace) -> None:
     print(
         f"## Accuracy: few-label MNIST (20 labels/class), ImageNet MobileNetV2, {args.epochs} epochs, "
         f"AdamW lr 1e-3 (backbone ×0.1), {args.test_samples} test images, seeds {args.seeds}\n"
@@ -502,7 +592,6 @@ def main() -> None:
         f"\ntarget 'progressive >= max(head only, full)': {verdict} "
         f"({100 * means['progressive']:.1f} vs {100 * best_other:.1f})"
     )
-    print(f"\ntotal wall time {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":
