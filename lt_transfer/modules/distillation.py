@@ -218,6 +218,9 @@ class DistillationModule(LightningModule):
       ``teacher=`` (and ``student=`` when it was a module) to ``load_from_checkpoint``;
       spec and path teachers are rebuilt from the hyper-parameters.
 
+    Lightning's "Found N module(s) in eval mode at the start of training" warning counts the
+    teacher's modules: that is intended.
+
     With ``cache_teacher_outputs=True`` the teacher's logits are stored per sample index
     (batches must carry ``index``, e.g. ``(x, y, index)``) the first time a sample is seen and
     reused afterwards, so the teacher runs about once per sample instead of once per epoch.
