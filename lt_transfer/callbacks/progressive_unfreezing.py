@@ -20,6 +20,13 @@ Model Fine-tuning for Text Classification", ACL 2018) and of Lightning's
   each unfreeze the model is wrapped again (a new reducer over the now-trainable
   parameters; one broadcast per unfreeze, no cost in between);
 * **identity**: parameters are compared by identity, never by value.
+
+Design choice: groups are *added* to the optimizer when they unfreeze (as ``BackboneFinetuning``
+does) rather than registered from the start with ``lr=0``/``requires_grad=False``, because the
+callback must work with a user's own ``configure_optimizers``, which typically passes only
+trainable parameters; registering everything up front would need control over how the
+optimizer is built. The price is the scheduler bookkeeping above, which is tested against an
+independent reference for every supported scheduler.
 """
 
 from __future__ import annotations
@@ -368,6 +375,8 @@ class ProgressiveUnfreezing(Callback):
         state = self.__dict__.copy()
         state["_hook_handles"] = []
         state["_saved_lrs"] = []
+        state["_groups"] = []  # live parameters and modules; rebuilt at setup
+        state["_plan"] = []
         return state
 
     @override
