@@ -123,16 +123,15 @@ def test_half_precision_inputs_are_computed_in_float32() -> None:
 
 def test_hint_loss_projection_learns_to_match_teacher_features() -> None:
     torch.manual_seed(0)
-    teacher_features = torch.randn(64, 6, 4, 4)
-    student_features = torch.randn(64, 3, 4, 4)
+    student_features = torch.randn(16, 3, 2, 2)
     # teacher features are a linear function of the student features: a perfect regressor exists
     mixing = torch.randn(3, 6)
     teacher_features = torch.einsum("nchw,cd->ndhw", student_features, mixing)
     loss = HintLoss(student_width=3, teacher_width=6)
     assert isinstance(loss.projection, torch.nn.Linear)
-    optimizer = torch.optim.Adam(loss.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=0.1)
     first = float(loss(student_features, teacher_features).detach())
-    for _ in range(200):
+    for _ in range(80):
         optimizer.zero_grad()
         value = loss(student_features, teacher_features)
         value.backward()

@@ -331,7 +331,7 @@ def test_ddp_spawn_has_no_unused_parameter_error() -> None:
     student = make_student()
     student_before = copy.deepcopy(student.state_dict())
     module = DistillationModule(student, teacher, optimizer=sgd)
-    ddp = trainer(strategy="ddp_spawn", devices=2, max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    ddp = trainer(strategy="ddp_spawn", devices=2, max_epochs=1, limit_train_batches=3, limit_val_batches=1)
     ddp.fit(module, loader(x, y), loader(x, y))  # raises if a teacher parameter expected a gradient
     assert not torch.equal(module.student.state_dict()["1.weight"], student_before["1.weight"])  # trained
     for key, value in before.items():
