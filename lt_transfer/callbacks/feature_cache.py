@@ -294,6 +294,8 @@ class FeatureCache(Callback):
         self._current: _DatasetPatch | None = None
         self._rng_state: torch.Tensor | None = None
         self._warned: set[str] = set()
+        self._stale_epoch = False
+        self._reiter_pending = False
 
     @property
     @override
@@ -356,17 +358,16 @@ class FeatureCache(Callback):
         if patch is None:
             return
         self._train_patch = patch
-        if loader.num_workers > 0 and self._rng_state is not None:
-            # The first epoch's iterator (and its forked workers) was created before the patch
-            # existed: recreate it from the same random state so the sample order is unchanged.
-            torch.set_rng_state(self._rng_state)
-            iter(trainer.fit_loop._data_fetcher)
+        # The first epoch's iterator (and its forked workers) was created in the fit loop's
+        # setup, before the patch existed; with workers it must be recreated (see below).
+        self._reiter_pending = loader.num_workers > 0
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         patch = self._train_patch
         if patch is None:
             return
+        self._stale_epoch = False  # this epoch's iterator starts after this hook: fresh state
         loader = trainer.train_dataloader
         if isinstance(loader, DataLoader) and loader.dataset is not patch.dataset:  # reloaded loaders
             patch.remove()
@@ -374,6 +375,13 @@ class FeatureCache(Callback):
             if patch is None:
                 return
         self._prepare(patch, loader, "train")
+        if self._reiter_pending:
+            self._reiter_pending = False
+            if patch.serving and self._rng_state is not None:
+                # Recreate the iterator from the random state it was first created with, so its
+                # workers see the cache and the sample order is the one it would have been.
+                torch.set_rng_state(self._rng_state)
+                iter(trainer.fit_loop._data_fetcher)
 
     @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -508,6 +516,7 @@ class FeatureCache(Callback):
     def _invalidate(self, reason: str) -> None:
         patches = [p for p in [self._train_patch, *self._val_patches.values()] if p is not None]
         had_cache = any(p.store is not None for p in patches)
+        self._stale_epoch = self._stale_epoch or any(p.serving for p in patches)
         for patch in patches:
             patch.release()
         if had_cache:
@@ -538,7 +547,18 @@ class FeatureCache(Callback):
         if x.ndim != 2 or x.dtype != torch.float32 or x.shape[1] != self._num_features + 1 or not len(x):
             return False
         column = x[:, -1]
-        return bool(torch.equal(column, column.round()) and column.min() >= 0)
+        if not bool(torch.equal(column, column.round()) and column.min() >= 0):
+            return False
+        # Structure alone could match a tabular input; confirm against the cache itself, or
+        # accept only in an epoch whose loader may still serve cached batches after a drop.
+        patch = self._current
+        if patch is None or patch.store is None or patch.store.features is None:
+            return self._stale_epoch
+        index = int(column[0])
+        if index >= len(patch.store.row_of) or int(patch.store.row_of[index]) < 0:
+            return False
+        row = patch.store.features[int(patch.store.row_of[index])].float()
+        return bool(torch.equal(x[0, :-1].cpu(), row))
 
     def _shard(self, loader: DataLoader, name: str) -> tuple[list[int], bool]:
         """Indices this rank caches and whether all ranks' shards must be gathered."""
