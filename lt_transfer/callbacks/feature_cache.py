@@ -42,6 +42,11 @@ backbone (features would depend on the batch), an ``IterableDataset``, several t
 loaders, ``persistent_workers=True`` (workers would keep a stale copy of the data set), a
 backbone output that is not ``(N, D)``, more than 2**24 samples.
 
+With ``num_workers > 0`` the loaders' workers hold a copy of the data set taken when each
+epoch's iterator starts: the first training epoch's iterator is recreated after the build
+(from the same random state, so the sample order is unchanged), but the first validation run
+after a build still runs the backbone once more (its iterator starts before any hook).
+
 Nothing is stored in checkpoints but counters: a resumed run rebuilds the cache, and since
 the features are a deterministic function of the frozen weights, results do not change.
 """
