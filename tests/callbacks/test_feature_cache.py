@@ -279,3 +279,28 @@ def test_dataloader_workers_keep_order_and_single_pass() -> None:
     # training samples once; validation: the first run's workers started before the cache
     # existed, so it runs the backbone once more than the build pass
     assert cached.backbone_samples == 40 + 16 + 16
+
+
+@pytest.mark.parametrize("cache_first", [True, False])
+def test_composes_with_progressive_unfreezing(cache_first: bool) -> None:
+    unfreezing = pytest.importorskip("lt_transfer.callbacks.progressive_unfreezing")
+
+    def run_schedule(cache: FeatureCache | None) -> tuple[TransferClassifier, list[int]]:
+        pl.seed_everything(0, verbose=False)
+        torch.manual_seed(0)
+        model = TransferClassifier(make_tiny_backbone(), num_classes=3, finetune="frozen")
+        count = [0]
+        model.backbone.model.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
+        schedule = unfreezing.ProgressiveUnfreezing(unfreeze_at_epoch=[2, 3], groups_per_step=2)
+        callbacks: list[Callback] = [schedule] if cache is None else [cache, schedule]
+        train, _ = loaders(n=48, drop_last=False)
+        fit(model, callbacks if cache_first else callbacks[::-1], epochs=4).fit(model, train)
+        return model, count
+
+    plain, plain_count = run_schedule(None)
+    cache = FeatureCache()
+    cached, cached_count = run_schedule(cache)
+    for a, b in zip(cached.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert plain_count[0] == 4 * 48 and cached_count[0] == 48 + 2 * 48  # once, then unfrozen epochs
+    assert cache.builds == 1 and cache.invalidations == 1
