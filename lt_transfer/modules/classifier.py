@@ -94,7 +94,11 @@ class TransferClassifier(LightningModule):
         eval_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        # Factories are not plain values: keeping them out of hparams keeps checkpoints loadable
+        # with torch.load(weights_only=True), so `fit(ckpt_path=...)` resumes (the CLI saves the
+        # full config, optimizer included, to config.yaml anyway).
+        ignore = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
+        self.save_hyperparameters(ignore=ignore)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(
                 f"TransferClassifier(num_classes={num_classes!r}) must be an int >= 2 "

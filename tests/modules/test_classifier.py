@@ -255,3 +255,25 @@ def test_learning_rate_monitor_shows_readable_group_names(tmp_path) -> None:
         "lr-AdamW/backbone.top.no_decay",
     }
     assert monitor.lrs["lr-AdamW/backbone.top"][0] == pytest.approx(1e-4)
+
+
+def test_checkpoint_resumes_and_loads_with_weights_only(tmp_path) -> None:
+    """Checkpoints hold plain hparams only, so Lightning's default torch.load(weights_only=True) works."""
+    model = TransferClassifier(make_tiny_backbone(), num_classes=3, optimizer=sgd)
+    first = trainer(limit_train_batches=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    first.fit(model, make_loader())
+    path = first.checkpoint_callback.best_model_path
+    checkpoint = torch.load(path, weights_only=True)
+    assert "optimizer" not in checkpoint["hyper_parameters"]
+    resumed = TransferClassifier(make_tiny_backbone(), num_classes=3, optimizer=sgd)
+    second = trainer(max_epochs=2, limit_train_batches=2, default_root_dir=tmp_path)
+    second.fit(resumed, make_loader(), ckpt_path=path)
+    assert second.global_step == 4
+    spec_model = TransferClassifier("torchvision/mobilenet_v3_small", num_classes=3, finetune="frozen")
+    spec_path = tmp_path / "spec.ckpt"
+    spec_trainer = trainer(limit_train_batches=1)
+    spec_trainer.fit(spec_model, make_loader(size=32))
+    spec_trainer.save_checkpoint(spec_path)
+    loaded = TransferClassifier.load_from_checkpoint(spec_path)
+    assert loaded.hparams.finetune == "frozen"
+    assert torch.equal(loaded.head.weight, spec_model.head.weight)
