@@ -103,6 +103,18 @@ def test_same_head_as_uncached_and_one_backbone_pass_per_sample() -> None:
     assert "forward" not in vars(cached.backbone)  # the wrapped forward is removed after fit
 
 
+def test_bf16_mixed_precision_matches_uncached() -> None:
+    heads = []
+    for cache in (None, FeatureCache(dtype="bfloat16")):
+        pl.seed_everything(0, verbose=False)
+        model = Probe()
+        train, val = loaders()
+        fit(model, [cache] if cache else [], epochs=2, precision="bf16-mixed").fit(model, train, val)
+        heads.append(model.head.weight.detach().clone())
+    # bf16 backbone outputs are stored exactly in bf16 and served back unchanged
+    torch.testing.assert_close(heads[0], heads[1], rtol=0, atol=0)
+
+
 def test_transfer_classifier_on_images_matches_uncached() -> None:
     """TransferClassifier(finetune='frozen') + image data set with a deterministic transform."""
     generator = torch.Generator().manual_seed(0)
