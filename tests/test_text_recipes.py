@@ -11,6 +11,7 @@ from lt_transfer import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
+    "--data.init_args.batch_size=8",
     "--data.init_args.train_samples=64",
     "--data.init_args.val_samples=32",
     "--data.init_args.test_samples=32",
