@@ -396,6 +396,10 @@ class FeatureCache(Callback):
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         for index, loader in enumerate(loaders):
             patch = self._val_patches.get(index)
+            if patch is not None and isinstance(loader, DataLoader) and loader.dataset is not patch.dataset:
+                patch.remove()  # the loaders were reloaded
+                del self._val_patches[index]
+                patch = None
             if trainer.sanity_checking or not self.cache_val:
                 if patch is not None:
                     patch.serving = False
@@ -434,9 +438,15 @@ class FeatureCache(Callback):
         self._current = self._val_patches.get(dataloader_idx)
 
     @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._cleanup()  # Lightning skips `teardown` on exceptions: unpatch the data sets and backbone
+
+    @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self._cleanup()
+
+    def _cleanup(self) -> None:
         for patch in [self._train_patch, *self._val_patches.values()]:
             if patch is not None:
                 patch.remove()

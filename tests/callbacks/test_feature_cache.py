@@ -204,6 +204,8 @@ def test_memory_limit_errors_or_spills_to_a_memory_mapped_file(tmp_path: Any) ->
     model = Probe()
     with pytest.raises(FeatureCacheMemoryError, match="max_memory_mb=1e-06"):
         fit(model, [FeatureCache(max_memory_mb=1e-6)]).fit(model, train)
+    # the failed fit leaves neither the data set nor the backbone patched
+    assert "__getitems__" not in vars(train.dataset) and "forward" not in vars(model.backbone)
 
     seen: list[str] = []
 
