@@ -10,7 +10,10 @@ import yaml
 from lt_transfer import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+# Small and frozen (no backward through the 22.7M-parameter encoder) to keep the suite fast;
+# full fine-tuning itself is tested on a tiny BERT in tests/modules/test_text_classifier.py.
 SMALL = [
+    "--model.init_args.finetune=frozen",
     "--data.init_args.batch_size=8",
     "--data.init_args.train_samples=64",
     "--data.init_args.val_samples=32",
