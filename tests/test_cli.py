@@ -71,3 +71,27 @@ def test_help_imports_no_transformers_and_builds_no_model(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("OK")
+
+
+NESTED_RECIPE = """
+trainer: {accelerator: cpu, fast_dev_run: true, logger: false}
+model:
+  class_path: lt_transfer.DistillationModule
+  init_args:
+    teacher: torchvision/mobilenet_v3_small
+    class_mapping: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    student:
+      class_path: lt_transfer.TransferClassifier
+      init_args: {backbone: torchvision/mobilenet_v3_small, finetune: partial, trainable_groups: 2}
+data:
+  class_path: lt_transfer.DigitsDataModule
+  init_args: {dataset: sklearn_digits, image_size: 32, batch_size: 8}
+"""
+
+
+def test_nested_lightning_module_gets_its_own_hyperparameters(tmp_path: Path) -> None:
+    """LightningCLI would hand the outer model's config to a nested TransferClassifier student."""
+    recipe = tmp_path / "nested.yaml"
+    recipe.write_text(NESTED_RECIPE)
+    result = run_cli("fit", "--config", str(recipe), cwd=tmp_path)
+    assert "`Trainer.fit` stopped" in result.stderr + result.stdout
