@@ -65,7 +65,7 @@ def test_lora_trains_only_adapters_and_head_and_reloads_from_a_small_checkpoint(
     checkpoint = torch.load(path, weights_only=False)
     buffers = set(model.state_dict()) - {n for n, _ in model.named_parameters()}  # persistent ones
     assert set(checkpoint["state_dict"]) == trainable | buffers
-    restored = TextClassifier.load_from_checkpoint(path, weights_only=False).eval()  # hparams hold a partial
+    restored = TextClassifier.load_from_checkpoint(path, weights_only=True).eval()
     batch = dict(model.backbone.tokenizer()(TEXTS, padding=True, return_tensors="pt"))
     with torch.no_grad():
         torch.testing.assert_close(restored(batch), model.eval()(batch))

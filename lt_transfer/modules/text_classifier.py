@@ -174,7 +174,10 @@ class TextClassifier(TransferClassifier):
             eval_names=eval_names,
         )
         # Record this class's own arguments (the parent recorded the built module, ignored).
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        # Optimizer/scheduler factories stay out, as in the parent: checkpoints then load with
+        # torch.load(weights_only=True).
+        ignore = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
+        self.save_hyperparameters(ignore=ignore)
         if own_head is not None:
             linear = self.head if isinstance(self.head, nn.Linear) else self.head[-1]
             linear.load_state_dict(own_head.state_dict())
