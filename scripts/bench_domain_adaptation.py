@@ -126,7 +126,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (all methods)")
     parser.add_argument("--batch-size", type=int, default=32, help="per domain")
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--trade-off", type=float, default=1.0)
+    parser.add_argument("--trade-off", type=float, default=1.0, help="alignment weight of every method")
+    parser.add_argument(
+        "--method-trade-off",
+        nargs="+",
+        default=[],
+        metavar="METHOD=VALUE",
+        help="per-method override, e.g. dann=0.3 (choose it on the target val column, never on test)",
+    )
     parser.add_argument("--source-samples", type=int, default=10000)
     parser.add_argument("--target-samples", type=int, default=10000)
     parser.add_argument("--target-val-samples", type=int, default=1000)
@@ -138,11 +145,18 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
     print(f"# args: {vars(args)}", flush=True)
+    trade_offs = {m: args.trade_off for m in METHODS}
+    for item in args.method_trade_off:
+        method, _, value = item.partition("=")
+        if method not in ("dann", "mmd", "coral") or not value:
+            parser.error(f"--method-trade-off {item!r}: expected dann=, mmd= or coral=<value>")
+        trade_offs[method] = float(value)
+    print(f"# trade-offs: { {m: trade_offs[m] for m in ('dann', 'mmd', 'coral')} }", flush=True)
     summary: dict[tuple[str, str], list[dict]] = {}
     for seed in args.seeds:  # seed-major, so an interrupted run still has complete seeds
         for shift in args.shifts:
             for method in args.methods:
-                result = run_one(shift, method, seed, args, args.trade_off)
+                result = run_one(shift, method, seed, args, trade_offs[method])
                 summary.setdefault((shift, method), []).append(result)
                 print(
                     f"{shift} {method:<11} seed={seed}: target val {result['val']:.2f} "

@@ -215,6 +215,9 @@ def test_cli_recipe_fast_dev_run() -> None:
             "--trainer.fast_dev_run=true",
             "--data.init_args.source_samples=256",
             "--data.init_args.target_samples=256",
+            "--data.init_args.val_samples=64",
+            "--data.init_args.target_val_samples=64",
+            "--data.init_args.test_samples=64",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -222,3 +225,41 @@ def test_cli_recipe_fast_dev_run() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
+    """A short real run: 200 SGD steps of LeNet, batch 32 per domain, seed 0.
+
+    Measured on the 1,000 target test images with seeds 0-3 (2-core CPU): source-only
+    56.5 / 57.2 / 53.6 / 59.0 %, DANN (trade-off 0.1) 59.4 / 59.8 / 60.3 / 60.9 %: margins of
+    1.9-6.7 points (2.9 at seed 0, used here); we assert 1.
+    """
+    from functools import partial
+
+    def run(method: str) -> float:
+        data = DomainAdaptationDataModule(
+            "mnist",
+            "mnist_m",
+            source_samples=4000,
+            target_samples=4000,
+            val_samples=10,
+            target_val_samples=10,
+            test_samples=1000,
+            batch_size=32,
+        )
+        pl.seed_everything(0, verbose=False)
+        model = DomainAdaptationModule(
+            "lenet",
+            method=method,
+            trade_off=0.1,
+            lr_annealing=True,
+            optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+        )
+        _trainer(max_steps=200, limit_val_batches=0).fit(model, data)
+        x, y = data.test_sets[1].tensors
+        model.eval()
+        with torch.no_grad():
+            return 100.0 * float((model(x).argmax(-1) == y).float().mean())
+
+    source_only, dann = run("source_only"), run("dann")
+    assert dann > source_only + 1.0, (source_only, dann)
