@@ -126,10 +126,10 @@ class _Store:
         if self.sample_type is torch.Tensor:
             return list(columns[0])
         keys = [self.input_key] + [k for k in self.keys if k != self.input_key]
+        position = {key: i for i, key in enumerate(keys)}
+        ordered = [columns[position[key]] for key in self.keys]  # the data set's own field order
         if issubclass(self.sample_type, Mapping):
-            return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
-        order = sorted(range(len(keys)), key=lambda i: keys[i])
-        ordered = [columns[i] for i in order]
+            return [dict(zip(self.keys, values, strict=True)) for values in zip(*ordered, strict=True)]
         if self.sample_type is list:
             return [list(values) for values in zip(*ordered, strict=True)]
         return list(zip(*ordered, strict=True))
@@ -650,8 +650,14 @@ class FeatureCache(Callback):
                         f"{tuple(getattr(out, 'shape', ()))} for {len(x)} samples; the cache needs "
                         "(N, D) features. Not caching.",
                     )
+                    store.release()
                     return False
-                fields = _other_fields(batch, self.input_key, name)
+                try:
+                    fields = _other_fields(batch, self.input_key, name)
+                except ValueError as error:
+                    self._warn_once(f"fields-{name}", f"{error} Not caching.")
+                    store.release()
+                    return False
                 if store.features is None:
                     store.input_key = _normalized_key(batch, self.input_key)
                     self._num_features, self._out_dtype = int(out.shape[1]), out.dtype
@@ -768,8 +774,8 @@ def _other_fields(batch: Any, key: int | str, name: str) -> list[torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise ValueError(
                 f"FeatureCache: field {field_key!r} of the {name} batches is a {type(value).__name__}, "
-                "not a tensor; only tensor fields (labels, weights, ...) can be cached. Remove the "
-                "callback or return tensors from the data set."
+                "not a tensor; only tensor fields (labels, weights, ...) can be cached; return "
+                "tensors from the data set to use the cache."
             )
     return [value for _, value in items]
 

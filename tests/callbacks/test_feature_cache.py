@@ -318,3 +318,43 @@ def test_composes_with_progressive_unfreezing(cache_first: bool) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert plain_count[0] == 4 * 48 and cached_count[0] == 48 + 2 * 48  # once, then unfrozen epochs
     assert cache.builds == 1 and cache.invalidations == 1
+
+
+class DictImages(Dataset):
+    """Dict samples: ``{"label", "image", "name"?}`` (a string field cannot be cached)."""
+
+    def __init__(self, with_name: bool) -> None:
+        generator = torch.Generator().manual_seed(2)
+        self.x, self.y = torch.randn(24, 3, 8, 8, generator=generator), torch.arange(24) % 3
+        self.with_name = with_name
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample: dict[str, Any] = {"label": self.y[i], "image": self.x[i]}
+        if self.with_name:
+            sample["name"] = f"img{i}"
+        return sample
+
+
+class DictProbe(Probe):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return F.cross_entropy(self.head(self.backbone(batch["image"])), batch["label"])
+
+
+def test_dict_batches_with_input_key() -> None:
+    heads = []
+    for cache in (None, FeatureCache(input_key="image")):
+        pl.seed_everything(0, verbose=False)
+        model = DictProbe()
+        fit(model, [cache] if cache else [], epochs=2).fit(
+            model, DataLoader(DictImages(False), batch_size=8, shuffle=True)
+        )
+        heads.append(model.head.weight.detach().clone())
+    torch.testing.assert_close(heads[0], heads[1], rtol=1e-5, atol=1e-6)
+    assert model.backbone_samples == 24
+    model, cache = DictProbe(), FeatureCache(input_key="image")
+    with pytest.warns(UserWarning, match="field 'name'.*is a list, not a tensor"):
+        fit(model, [cache], epochs=2).fit(model, DataLoader(DictImages(True), batch_size=8))
+    assert cache.builds == 0 and model.backbone_samples == 8 + 2 * 24  # one build batch, then uncached
