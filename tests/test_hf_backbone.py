@@ -113,3 +113,35 @@ def test_packed_tensor_input_equals_the_tokenizer_dict(tiny_bert: Path) -> None:
         torch.testing.assert_close(backbone(pack_batch(batch)), backbone(batch))
     with pytest.raises(ValueError, match="packed \\(N, 2, L\\)"):
         backbone(torch.zeros(2, 3, 4, dtype=torch.long))
+
+
+def _save_other_architecture(kind: str, folder: Path) -> None:
+    import transformers as tf
+
+    small = dict(vocab_size=50, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    if kind == "distilbert":
+        config = tf.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32)
+        tf.DistilBertModel(config).save_pretrained(folder)
+    elif kind == "roberta_cls":
+        config = tf.RobertaConfig(hidden_size=16, max_position_embeddings=40, num_labels=3, **small)
+        tf.RobertaForSequenceClassification(config).save_pretrained(folder)
+    else:
+        config = tf.ElectraConfig(embedding_size=8, hidden_size=16, max_position_embeddings=32, **small)
+        tf.ElectraModel(config).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("kind", "groups"),
+    [
+        ("distilbert", ["embeddings", "layer.0", "layer.1"]),
+        ("roberta_cls", ["embeddings", "layer.0", "layer.1", "classifier"]),  # classifier.dense + tanh
+        ("electra", ["embeddings", "layer.0", "layer.1"]),  # embeddings_project joins the embeddings
+    ],
+)
+def test_other_architectures_split_into_groups(kind: str, groups: list[str], tmp_path: Path) -> None:
+    _save_other_architecture(kind, tmp_path / kind)
+    backbone = build_backbone(f"hf/{tmp_path / kind}")
+    assert [g.name for g in backbone.layer_groups()] == groups
+    ids = torch.randint(5, 50, (2, 7))
+    assert backbone({"input_ids": ids, "attention_mask": torch.ones_like(ids)}).shape == (2, 16)
+    assert (backbone.pretrained_head is not None) == (kind == "roberta_cls")

@@ -174,3 +174,10 @@ def test_dann_on_text_with_the_tweet_shift(tiny_bert: Path) -> None:
     assert trainer.global_step == 2  # one pass over the 8 source tweets; target drawn alongside
     metrics = trainer.callback_metrics
     assert {"train/domain_acc", "val/source/acc", "val/target/acc"} <= set(metrics)
+
+
+def test_bf16_mixed_training_step_is_finite(tiny_bert: Path) -> None:
+    model = TextClassifier(f"hf/{tiny_bert}", num_classes=2, pooling="mean")
+    trainer = _trainer(max_steps=2, precision="bf16-mixed", limit_val_batches=1)
+    trainer.fit(model, _data(tiny_bert, batch_size=3))
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
