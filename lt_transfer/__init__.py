@@ -1,7 +1,8 @@
 """lt_transfer: PyTorch Lightning modules and callbacks for transfer learning.
 
-The public API in one place. Importing it never imports ``transformers`` (text backbones
-load it lazily).
+The public API in one place. Our own code imports ``transformers`` and ``peft`` only when a
+text backbone or LoRA is built (note that torchmetrics, imported by Lightning itself, already
+imports ``transformers`` whenever it is installed).
 """
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
