@@ -261,5 +261,10 @@ def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
         with torch.no_grad():
             return 100.0 * float((model(x).argmax(-1) == y).float().mean())
 
-    source_only, dann = run("source_only"), run("dann")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions: one thread is fastest, and the margin was measured so
+    try:
+        source_only, dann = run("source_only"), run("dann")
+    finally:
+        torch.set_num_threads(threads)
     assert dann > source_only + 1.0, (source_only, dann)
