@@ -64,7 +64,7 @@ def run_one(shift: str, method: str, seed: int, args: argparse.Namespace, trade_
     model = DomainAdaptationModule(
         "lenet",
         method="source_only" if method == "oracle" else method,
-        trade_off=trade_off,
+        trade_off=trade_off if method in ("dann", "mmd", "coral") else 1.0,
         optimizer=lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4),
         lr_annealing=True,
     )

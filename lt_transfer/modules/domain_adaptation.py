@@ -198,6 +198,20 @@ class DomainAdaptationModule(LightningModule):
             )
         if not backbone_lr_scale >= 0:
             raise ValueError(f"{name}(backbone_lr_scale={backbone_lr_scale!r}) must be >= 0.")
+        unused = []
+        if method != "dann" and (discriminator_hidden, discriminator_depth) != (256, 2):
+            unused.append("discriminator_hidden/discriminator_depth (DANN only)")
+        if method != "mmd" and (
+            tuple(mmd_kernel_multipliers) != (0.25, 0.5, 1.0, 2.0, 4.0) or mmd_estimator != "unbiased"
+        ):
+            unused.append("mmd_kernel_multipliers/mmd_estimator (MMD only)")
+        if method == "source_only" and trade_off != 1.0:
+            unused.append("trade_off (no alignment term in source_only)")
+        if unused:
+            raise ValueError(
+                f"{name}(method={method!r}) does not use {', '.join(unused)}; remove them or "
+                "choose the method that uses them."
+            )
         # validates schedule, unit, gamma and warmup with messages that name them
         self.schedule = CoefficientSchedule(schedule, schedule_unit, gamma, 1.0, warmup)
 

@@ -151,7 +151,7 @@ def test_bf16_mixed_finite_losses_and_reversed_gradient() -> None:
 @pytest.mark.parametrize("method", ["source_only", "mmd", "coral"])
 def test_methods_and_joint_forward(method: str) -> None:
     sizes: list[int] = []
-    model = _model(method=method, mmd_estimator="linear")
+    model = _model(method=method, **({"mmd_estimator": "linear"} if method == "mmd" else {}))
     model.backbone.register_forward_hook(lambda m, inp, out: sizes.append(len(inp[0])))
     batch = {
         "source": (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])),
@@ -176,6 +176,10 @@ def test_bad_arguments_and_inputs() -> None:
         DomainAdaptationModule(trade_off=-1)
     with pytest.raises(ValueError, match="gamma=0"):
         DomainAdaptationModule(gamma=0)
+    with pytest.raises(ValueError, match="does not use mmd_kernel_multipliers"):
+        DomainAdaptationModule(method="coral", mmd_estimator="linear")
+    with pytest.raises(ValueError, match="does not use discriminator_hidden"):
+        DomainAdaptationModule(method="mmd", discriminator_hidden=8)
     model = _model()
     bad = {
         "source": (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])),
@@ -251,7 +255,7 @@ def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
         model = DomainAdaptationModule(
             "lenet",
             method=method,
-            trade_off=0.1,
+            trade_off=0.1 if method == "dann" else 1.0,
             lr_annealing=True,
             optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
         )
