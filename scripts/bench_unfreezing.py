@@ -264,7 +264,7 @@ def check_ddp(kind: str, tmp: Path) -> tuple[bool, str]:
     )
     trainer.fit(model_cls(), DataLoader(_tiny_data(64), batch_size=8, shuffle=True), val)
     diffs = json.loads(out.read_text())
-    detail = "max |rank0 - rank1| per epoch: " + ", ".join(f"{d:.2g}" for d in diffs)
+    detail = "max abs(rank0 - rank1) per epoch: " + ", ".join(f"{d:.2g}" for d in diffs)
     return all(d == 0 for d in diffs), detail
 
 
