@@ -62,9 +62,15 @@ class LeNetBackbone(Backbone):
     adaptive avg-pool 4×4 → FC (num_features) → ReLU``. Layer groups: ``conv1``,
     ``conv2``, ``fc``. Any input side ≥ 16 px works (28 px: the pooling is exact).
 
+    ``batch_norm=False`` drops the BatchNorm layers, as in the paper's network (Ganin et al.,
+    JMLR 2016, Fig. 4: no normalisation layers). With BatchNorm and
+    ``DomainAdaptationModule(joint_forward=True)`` each batch is normalised with mixed
+    source + target statistics.
+
     Args:
         in_channels: input channels (3 for the colour MNIST-M-style shift).
         num_features: width of the feature vector.
+        batch_norm: BatchNorm after each convolution.
 
     Example:
         >>> backbone = LeNetBackbone()
@@ -72,19 +78,25 @@ class LeNetBackbone(Backbone):
         (torch.Size([2, 128]), ['conv1', 'conv2', 'fc'])
     """
 
-    def __init__(self, in_channels: int = 3, num_features: int = 128) -> None:
+    def __init__(self, in_channels: int = 3, num_features: int = 128, batch_norm: bool = True) -> None:
         if in_channels < 1 or num_features < 1:
             raise ValueError(
                 f"LeNetBackbone(in_channels={in_channels}, num_features={num_features}): both must be >= 1."
             )
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"LeNetBackbone(batch_norm={batch_norm!r}) must be True or False.")
+
+        def norm(channels: int) -> list[nn.Module]:
+            return [nn.BatchNorm2d(channels)] if batch_norm else []
+
         model = nn.Sequential(
             OrderedDict(
                 conv1=nn.Sequential(
-                    nn.Conv2d(in_channels, 32, 5), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2)
+                    nn.Conv2d(in_channels, 32, 5), *norm(32), nn.ReLU(inplace=True), nn.MaxPool2d(2)
                 ),
                 conv2=nn.Sequential(
                     nn.Conv2d(32, 48, 5),
-                    nn.BatchNorm2d(48),
+                    *norm(48),
                     nn.ReLU(inplace=True),
                     nn.MaxPool2d(2),
                     nn.AdaptiveAvgPool2d(4),
@@ -141,6 +153,9 @@ class DomainAdaptationModule(LightningModule):
         optimizer: optimizer factory taking param groups.
         eval_names: names of the validation/test loaders; ``None`` reads the datamodule's
             ``eval_names``.
+        head_hidden: hidden widths of the label predictor (``Linear → ReLU`` each, then the
+            class layer); ``()`` is one linear layer. The DANN paper's MNIST label predictor
+            is ``(100, 100)`` on the flattened conv features.
 
     Raises:
         ValueError: on invalid arguments (named in the message); at fit start, on an
@@ -175,6 +190,7 @@ class DomainAdaptationModule(LightningModule):
         lr_annealing: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         eval_names: list[str] | None = None,
+        head_hidden: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         # The optimizer factory is not a plain value: keeping it out of hparams keeps checkpoints
@@ -195,6 +211,13 @@ class DomainAdaptationModule(LightningModule):
         if not mmd_kernel_multipliers or any(not m > 0 for m in mmd_kernel_multipliers):
             raise ValueError(
                 f"{name}(mmd_kernel_multipliers={mmd_kernel_multipliers!r}) must be non-empty and all > 0."
+            )
+        if isinstance(head_hidden, (str, bytes)) or any(
+            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in head_hidden
+        ):
+            raise ValueError(
+                f"{name}(head_hidden={head_hidden!r}) must be a sequence of ints >= 1, e.g. (100, 100), "
+                "or () for a linear head."
             )
         if not backbone_lr_scale >= 0:
             raise ValueError(f"{name}(backbone_lr_scale={backbone_lr_scale!r}) must be >= 0.")
@@ -232,7 +255,15 @@ class DomainAdaptationModule(LightningModule):
                 f"{type(backbone).__name__}; wrap a module with lt_transfer.build_backbone()."
             )
         width = self.backbone.num_features
-        self.head = nn.Linear(width, num_classes)
+        layers: list[nn.Module] = []
+        for hidden in head_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        # a bare Linear when head_hidden=() keeps earlier checkpoints loadable
+        self.head = (
+            nn.Sequential(*layers, nn.Linear(width, num_classes)) if layers else nn.Linear(width, num_classes)
+        )
+        width = self.backbone.num_features
         self.domain_loss: DomainAdversarialLoss | None = None
         if method == "dann":
             disc = domain_discriminator(width, discriminator_hidden, discriminator_depth)

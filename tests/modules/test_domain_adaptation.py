@@ -272,3 +272,33 @@ def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
     finally:
         torch.set_num_threads(threads)
     assert dann > source_only + 1.0, (source_only, dann)
+
+
+def test_paper_architecture_options_head_hidden_and_lenet_without_batch_norm() -> None:
+    """Ganin et al. 2016 MNIST network: no BatchNorm, label predictor 100-100-10, discriminator 100-1."""
+    backbone = LeNetBackbone(batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in LeNetBackbone().modules())
+    model = DomainAdaptationModule(
+        backbone, method="dann", head_hidden=(100, 100), discriminator_hidden=100, discriminator_depth=1
+    )
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(128, 100), (100, 100), (100, 10)]
+    disc = [m for m in model.domain_loss.discriminator if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in disc] == [(128, 100), (100, 1)]
+    # hidden head layers train with the head (full lr), not with the backbone
+    head_ids = {id(p) for g in model.param_groups() if g["name"].startswith("head") for p in g["params"]}
+    assert head_ids == {id(p) for p in model.head.parameters()}
+    batch = {
+        "source": (torch.randn(4, 3, 28, 28), torch.tensor([0, 1, 2, 3])),
+        "target": torch.randn(4, 3, 28, 28),
+    }
+    model.compute_losses(batch, coefficient=0.5)["loss"].backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+    # the default head stays one Linear layer (earlier checkpoints keep their keys)
+    assert isinstance(DomainAdaptationModule("lenet").head, torch.nn.Linear)
+    for bad in [(0,), (100, -1), "100", (True,)]:
+        with pytest.raises(ValueError, match="head_hidden"):
+            DomainAdaptationModule(head_hidden=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="batch_norm"):
+        LeNetBackbone(batch_norm="no")  # type: ignore[arg-type]
