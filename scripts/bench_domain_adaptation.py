@@ -28,7 +28,7 @@ import lightning.pytorch as pl
 import torch
 
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
-from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
+from lt_transfer.modules.domain_adaptation import DomainAdaptationModule, LeNetBackbone
 
 SHIFTS = {"mnist_to_mnistm": ("mnist", "mnist_m"), "mnist_to_digits": ("mnist", "sklearn_digits")}
 METHODS = ("source_only", "dann", "mmd", "coral", "oracle")
@@ -61,8 +61,18 @@ def run_one(shift: str, method: str, seed: int, args: argparse.Namespace, trade_
     )
     dm.setup("fit")
     pl.seed_everything(seed, verbose=False)
+    dann_kwargs = {}
+    if method == "dann":
+        dann_kwargs = dict(
+            discriminator_hidden=args.disc_hidden,
+            discriminator_depth=args.disc_depth,
+            trade_off_on=args.trade_off_on,
+        )
     model = DomainAdaptationModule(
-        "lenet",
+        LeNetBackbone(num_features=None if args.flat_features else 128, batch_norm=not args.no_batch_norm),
+        head_hidden=tuple(args.head_hidden),
+        joint_forward=not args.separate_bn,
+        **dann_kwargs,
         method="source_only" if method == "oracle" else method,
         trade_off=trade_off if method in ("dann", "mmd", "coral") else 1.0,
         optimizer=lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4),
@@ -137,6 +147,20 @@ def main() -> None:
     parser.add_argument("--source-samples", type=int, default=10000)
     parser.add_argument("--target-samples", type=int, default=10000)
     parser.add_argument("--target-val-samples", type=int, default=1000)
+    net = parser.add_argument_group("network (same for every method; defaults = the original benchmark)")
+    net.add_argument(
+        "--no-batch-norm", action="store_true", help="LeNetBackbone(batch_norm=False), as the paper"
+    )
+    net.add_argument(
+        "--flat-features", action="store_true", help="no FC layer: 768 flattened conv features, as the paper"
+    )
+    net.add_argument(
+        "--head-hidden", nargs="*", type=int, default=[], help="label predictor (paper: 100 100)"
+    )
+    net.add_argument("--separate-bn", action="store_true", help="joint_forward=False (per-domain BN batches)")
+    net.add_argument("--disc-hidden", type=int, default=256, help="DANN discriminator width (paper: 100)")
+    net.add_argument("--disc-depth", type=int, default=2, help="DANN discriminator hidden layers (paper: 1)")
+    net.add_argument("--trade-off-on", choices=["loss", "reversal"], default="loss", help="DANN trade_off_on")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

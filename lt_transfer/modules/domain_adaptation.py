@@ -69,7 +69,8 @@ class LeNetBackbone(Backbone):
 
     Args:
         in_channels: input channels (3 for the colour MNIST-M-style shift).
-        num_features: width of the feature vector.
+        num_features: width of the feature vector; ``None``: no FC layer, the features are
+            the flattened ``48 × 4 × 4 = 768`` conv maps, as in the paper.
         batch_norm: BatchNorm after each convolution.
 
     Example:
@@ -78,8 +79,8 @@ class LeNetBackbone(Backbone):
         (torch.Size([2, 128]), ['conv1', 'conv2', 'fc'])
     """
 
-    def __init__(self, in_channels: int = 3, num_features: int = 128, batch_norm: bool = True) -> None:
-        if in_channels < 1 or num_features < 1:
+    def __init__(self, in_channels: int = 3, num_features: int | None = 128, batch_norm: bool = True) -> None:
+        if in_channels < 1 or (num_features is not None and num_features < 1):
             raise ValueError(
                 f"LeNetBackbone(in_channels={in_channels}, num_features={num_features}): both must be >= 1."
             )
@@ -101,10 +102,14 @@ class LeNetBackbone(Backbone):
                     nn.MaxPool2d(2),
                     nn.AdaptiveAvgPool2d(4),
                 ),
-                fc=nn.Sequential(nn.Flatten(), nn.Linear(48 * 16, num_features), nn.ReLU(inplace=True)),
+                fc=nn.Sequential(nn.Flatten(), nn.Linear(48 * 16, num_features), nn.ReLU(inplace=True))
+                if num_features is not None
+                else nn.Flatten(),
             )
         )
-        super().__init__(model, num_features, [(n, (n,)) for n in ("conv1", "conv2", "fc")], name="lenet")
+        groups = ("conv1", "conv2", "fc") if num_features is not None else ("conv1", "conv2")
+        width = num_features if num_features is not None else 48 * 16
+        super().__init__(model, width, [(n, (n,)) for n in groups], name="lenet")
 
 
 class _DannAnnealing:
@@ -156,6 +161,12 @@ class DomainAdaptationModule(LightningModule):
         head_hidden: hidden widths of the label predictor (``Linear → ReLU`` each, then the
             class layer); ``()`` is one linear layer. The DANN paper's MNIST label predictor
             is ``(100, 100)`` on the flattened conv features.
+        trade_off_on: DANN only. ``"loss"``: ``trade_off`` weights the whole domain loss, so
+            it also slows the discriminator's own learning; ``"reversal"``: ``trade_off``
+            only scales the reversed gradient (GRL coefficient ``trade_off * schedule``) and
+            the discriminator always learns at full strength, as in the paper's GRL
+            formulation where ``lambda`` sits in the reversal layer. Identical at
+            ``trade_off=1``.
 
     Raises:
         ValueError: on invalid arguments (named in the message); at fit start, on an
@@ -191,6 +202,7 @@ class DomainAdaptationModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         eval_names: list[str] | None = None,
         head_hidden: tuple[int, ...] = (),
+        trade_off_on: Literal["loss", "reversal"] = "loss",
     ) -> None:
         super().__init__()
         # The optimizer factory is not a plain value: keeping it out of hparams keeps checkpoints
@@ -219,11 +231,15 @@ class DomainAdaptationModule(LightningModule):
                 f"{name}(head_hidden={head_hidden!r}) must be a sequence of ints >= 1, e.g. (100, 100), "
                 "or () for a linear head."
             )
+        if trade_off_on not in ("loss", "reversal"):
+            raise ValueError(f"{name}(trade_off_on={trade_off_on!r}) must be 'loss' or 'reversal'.")
         if not backbone_lr_scale >= 0:
             raise ValueError(f"{name}(backbone_lr_scale={backbone_lr_scale!r}) must be >= 0.")
         unused = []
         if method != "dann" and (discriminator_hidden, discriminator_depth) != (256, 2):
             unused.append("discriminator_hidden/discriminator_depth (DANN only)")
+        if method != "dann" and trade_off_on != "loss":
+            unused.append("trade_off_on='reversal' (DANN only)")
         if method != "mmd" and (
             tuple(mmd_kernel_multipliers) != (0.25, 0.5, 1.0, 2.0, 4.0) or mmd_estimator != "unbiased"
         ):
@@ -343,10 +359,13 @@ class DomainAdaptationModule(LightningModule):
             return out
         if hp.method == "dann":
             assert self.domain_loss is not None
-            ls, lt = self.domain_loss.logits(fs, ft, coefficient)
+            reversal_only = hp.get("trade_off_on", "loss") == "reversal"
+            ls, lt = self.domain_loss.logits(
+                fs, ft, hp.trade_off * coefficient if reversal_only else coefficient
+            )
             transfer = domain_adversarial_loss(ls, lt)
             out["domain_acc"] = domain_accuracy(ls, lt)
-            out["loss"] = source_loss + hp.trade_off * transfer
+            out["loss"] = source_loss + (transfer if reversal_only else hp.trade_off * transfer)
         else:
             if hp.method == "mmd":
                 if hp.mmd_estimator == "linear":

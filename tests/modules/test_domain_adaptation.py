@@ -279,6 +279,9 @@ def test_paper_architecture_options_head_hidden_and_lenet_without_batch_norm() -
     backbone = LeNetBackbone(batch_norm=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in LeNetBackbone().modules())
+    flat = LeNetBackbone(num_features=None)  # the paper's features: flattened 48 x 4 x 4 conv maps
+    assert flat.num_features == 768 and flat(torch.zeros(2, 3, 28, 28)).shape == (2, 768)
+    assert [g.name for g in flat.layer_groups()] == ["conv1", "conv2"]
     model = DomainAdaptationModule(
         backbone, method="dann", head_hidden=(100, 100), discriminator_hidden=100, discriminator_depth=1
     )
@@ -302,3 +305,30 @@ def test_paper_architecture_options_head_hidden_and_lenet_without_batch_norm() -
             DomainAdaptationModule(head_hidden=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="batch_norm"):
         LeNetBackbone(batch_norm="no")  # type: ignore[arg-type]
+
+
+def test_trade_off_on_reversal_scales_only_the_reversed_gradient() -> None:
+    """trade_off_on="reversal": discriminator learns at full strength, features get -trade_off*coeff."""
+    torch.manual_seed(0)
+    xs, ys, xt = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]), torch.randn(6, 3, 8, 8) + 1
+    batch = {"source": (xs, ys), "target": xt}
+
+    def grads(trade_off: float, on: str, part: str) -> dict[str, torch.Tensor]:
+        model = _model(method="dann", trade_off=trade_off, trade_off_on=on)
+        out = model.compute_losses(batch, coefficient=0.5)
+        (out["loss"] - out["source_loss"]).backward()  # alignment term only
+        module = model.domain_loss if part == "disc" else model.backbone
+        return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+    full_disc, full_feat = grads(1.0, "loss", "disc"), grads(1.0, "loss", "feat")
+    for on, disc_scale in (("reversal", 1.0), ("loss", 0.2)):
+        disc, feat = grads(0.2, on, "disc"), grads(0.2, on, "feat")
+        assert set(disc) == set(full_disc) and feat
+        for n in full_disc:
+            torch.testing.assert_close(disc[n], disc_scale * full_disc[n])
+        for n in full_feat:  # the features see -trade_off * coeff in both modes
+            torch.testing.assert_close(feat[n], 0.2 * full_feat[n], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="trade_off_on='reversal'"):
+        DomainAdaptationModule(method="mmd", trade_off_on="reversal")
+    with pytest.raises(ValueError, match="trade_off_on='both'"):
+        DomainAdaptationModule(trade_off_on="both")  # type: ignore[arg-type]
