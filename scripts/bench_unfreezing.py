@@ -417,10 +417,28 @@ def run_correctness(
 
 
 # ------------------------------------------------------------------------------- accuracy
-def accuracy_run(method: str, seed: int, epochs: int, test_samples: int) -> float:
+def accuracy_run(
+    method: str, seed: int, epochs: int, test_samples: int, args: argparse.Namespace | None = None
+) -> float:
+    """One few-label MNIST run; returns the accuracy on ``args.eval_split`` (default: test).
+
+    ``args=None`` keeps the original budget (32 px, batch 32, backbone ×0.1, progressive:
+    4 groups per epoch from epoch 2 at lr ×0.1).
+    """
+    image_size = args.image_size if args else 32
+    batch_size = args.batch_size if args else 32
+    backbone_lr_scale = args.backbone_lr_scale if args else 0.1
+    weight_decay = args.weight_decay if args else 0.01
+    eval_split = args.eval_split if args else "test"
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(
-        "mnist", image_size=32, labels_per_class=20, test_samples=test_samples, batch_size=32, seed=seed
+        "mnist",
+        image_size=image_size,
+        labels_per_class=20,
+        val_samples=args.val_samples if args else None,
+        test_samples=test_samples,
+        batch_size=batch_size,
+        seed=seed,
     )
     finetune = "frozen" if method == "head_only" else "full"
     model = TransferClassifier(
@@ -428,21 +446,38 @@ def accuracy_run(method: str, seed: int, epochs: int, test_samples: int) -> floa
         num_classes=10,
         weights=MOBILENET_V2_IMAGENET,
         finetune=finetune,
-        backbone_lr_scale=0.1,
-        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3),
+        backbone_lr_scale=backbone_lr_scale,
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=weight_decay),
     )
     callbacks = []
     if method == "progressive":
-        # 19 layer groups: 4 more every epoch from epoch 2 (all trainable from epoch 6)
-        callbacks.append(
-            ProgressiveUnfreezing(unfreeze_at_epoch=2, every_n_epochs=1, groups_per_step=4, lr_scale=0.1)
-        )
+        # 19 layer groups. Default: 4 more every epoch from epoch 2 (all trainable from epoch 6).
+        callbacks.append(ProgressiveUnfreezing(**progressive_kwargs(args)))
     trainer = _quiet_trainer(
         max_epochs=epochs, callbacks=callbacks, limit_val_batches=0, num_sanity_val_steps=0
     )
     trainer.fit(model, data)
+    if eval_split == "val":
+        trainer = _quiet_trainer()
+        return float(trainer.validate(model, data, verbose=False)[0]["val/acc"])
     result = trainer.test(model, data, verbose=False)[0]
     return float(result["test/acc"])
+
+
+def progressive_kwargs(args: argparse.Namespace | None) -> dict:
+    """ProgressiveUnfreezing arguments of the accuracy section (defaults: the original schedule)."""
+    if args is None:
+        return dict(unfreeze_at_epoch=2, every_n_epochs=1, groups_per_step=4, lr_scale=0.1)
+    every = args.pu_every_n_epochs or None
+    milestones = args.pu_unfreeze_at
+    return dict(
+        unfreeze_at_epoch=milestones[0] if every or len(milestones) == 1 else milestones,
+        every_n_epochs=every,
+        groups_per_step=args.pu_groups_per_step or None,
+        lr_scale=args.backbone_lr_scale if args.pu_lr_scale is None else args.pu_lr_scale,
+        warmup_epochs=args.pu_warmup_epochs,
+        train_bn=args.pu_train_bn,
+    )
 
 
 def main() -> None:
@@ -467,8 +502,29 @@ def main() -> None:
         choices=["head_only", "full", "progressive"],
         help="accuracy-section methods",
     )
+    acc = parser.add_argument_group("accuracy section budget and progressive schedule")
+    acc.add_argument("--image-size", type=int, default=32)
+    acc.add_argument("--batch-size", type=int, default=32)
+    acc.add_argument("--backbone-lr-scale", type=float, default=0.1, help="full fine-tuning backbone lr ×")
+    acc.add_argument("--weight-decay", type=float, default=0.01)
+    acc.add_argument(
+        "--eval-split",
+        choices=["test", "val"],
+        default="test",
+        help="'val': score on MNIST validation images (schedule selection); 'test': the report",
+    )
+    acc.add_argument("--val-samples", type=int, default=2000, help="validation images for --eval-split val")
+    acc.add_argument("--pu-unfreeze-at", type=int, nargs="+", default=[2], help="milestone(s)")
+    acc.add_argument("--pu-every-n-epochs", type=int, default=1, help="gradual mode; 0: milestones only")
+    acc.add_argument("--pu-groups-per-step", type=int, default=4, help="0: None (all / split evenly)")
+    acc.add_argument("--pu-lr-scale", type=float, default=None, help="default: --backbone-lr-scale")
+    acc.add_argument("--pu-warmup-epochs", type=int, default=0)
+    acc.add_argument("--pu-train-bn", action="store_true")
+    acc.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.speed_worker:
         print(json.dumps(speed_worker(args.speed_worker, args.steps)))
         return
@@ -484,7 +540,14 @@ def main() -> None:
         f"command: python scripts/bench_unfreezing.py --rounds {args.rounds} --steps {args.steps} "
         f"--seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
         f"--test-samples {args.test_samples} --sections {' '.join(args.sections)} "
-        f"--methods {' '.join(args.methods)}\n"
+        f"--methods {' '.join(args.methods)} --image-size {args.image_size} --batch-size {args.batch_size} "
+        f"--backbone-lr-scale {args.backbone_lr_scale} --weight-decay {args.weight_decay} "
+        f"--eval-split {args.eval_split} --val-samples {args.val_samples} "
+        f"--pu-unfreeze-at {' '.join(map(str, args.pu_unfreeze_at))} "
+        f"--pu-every-n-epochs {args.pu_every_n_epochs} --pu-groups-per-step {args.pu_groups_per_step} "
+        f"{'' if args.pu_lr_scale is None else f'--pu-lr-scale {args.pu_lr_scale} '}"
+        f"--pu-warmup-epochs {args.pu_warmup_epochs}"
+        f"{' --pu-train-bn' if args.pu_train_bn else ''} --threads {args.threads}\n"
     )
     speed = print_speed(args) if "speed" in args.sections else None
     if "correctness" in args.sections:
@@ -574,9 +637,16 @@ def print_correctness(speed: dict | None) -> None:
 
 
 def print_accuracy(args: argparse.Namespace) -> None:
+    scored = (
+        f"{args.test_samples} test images"
+        if args.eval_split == "test"
+        else f"VALIDATION split ({args.val_samples} MNIST val images, not test)"
+    )
     print(
-        f"## Accuracy: few-label MNIST (20 labels/class), ImageNet MobileNetV2, {args.epochs} epochs, "
-        f"AdamW lr 1e-3 (backbone ×0.1), {args.test_samples} test images, seeds {args.seeds}\n"
+        f"## Accuracy: few-label MNIST (20 labels/class), ImageNet MobileNetV2, {args.image_size} px, "
+        f"{args.epochs} epochs, batch {args.batch_size}, AdamW lr 1e-3 wd {args.weight_decay} "
+        f"(full fine-tuning backbone ×{args.backbone_lr_scale}), scored on {scored}, seeds {args.seeds}\n"
+        f"progressive: ProgressiveUnfreezing({progressive_kwargs(args)})\n"
     )
     print("| method | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± std |")
     print("|---|" + "---|" * (len(args.seeds) + 1))
@@ -588,7 +658,7 @@ def print_accuracy(args: argparse.Namespace) -> None:
     ]:
         if method not in args.methods:
             continue
-        accs = [accuracy_run(method, seed, args.epochs, args.test_samples) for seed in args.seeds]
+        accs = [accuracy_run(method, seed, args.epochs, args.test_samples, args) for seed in args.seeds]
         means[method] = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else math.nan
         print(
