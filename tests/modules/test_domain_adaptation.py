@@ -207,7 +207,8 @@ def test_lenet_backbone_and_spec() -> None:
     assert [g["name"] for g in model.param_groups()][:2] == ["head", "head.no_decay"]
 
 
-def test_cli_recipe_fast_dev_run() -> None:
+@pytest.mark.parametrize("recipe", ["dann_mnist_to_mnistm.yaml", "dann_mnist_to_mnistm_paper.yaml"])
+def test_cli_recipe_fast_dev_run(recipe: str) -> None:
     cli = Path(sys.executable).parent / "lt-transfer"
     command = [str(cli)] if cli.exists() else [sys.executable, "-m", "lt_transfer.cli"]
     result = subprocess.run(
@@ -215,7 +216,7 @@ def test_cli_recipe_fast_dev_run() -> None:
             *command,
             "fit",
             "--config",
-            str(ROOT / "configs" / "dann_mnist_to_mnistm.yaml"),
+            str(ROOT / "configs" / recipe),
             "--trainer.fast_dev_run=true",
             "--data.init_args.source_samples=256",
             "--data.init_args.target_samples=256",
