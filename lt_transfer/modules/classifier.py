@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.modules._evaluation import eval_loader_name, stage_accuracy
 from lt_transfer.optim import (
     apply_lr_scales,
     layerwise_lr_scales,
@@ -192,24 +192,10 @@ class TransferClassifier(LightningModule):
                 f"{high + 1}) or fix the labels."
             )
 
-    def _metric(self, stage: str, index: int) -> MulticlassAccuracy:
-        key = f"{stage}_{index}"
-        if key not in self._metrics:
-            metric = MulticlassAccuracy(num_classes=self.hparams.num_classes, average="micro")
-            self._metrics[key] = metric.to(self.device)
-        return self._metrics[key]
-
     def _eval_prefix(self, stage: str, dataloader_idx: int) -> str:
-        names = self.hparams.eval_names
-        if names is None and self._trainer is not None:
-            names = getattr(self.trainer.datamodule, "eval_names", None)
-        if names is not None:
-            if dataloader_idx >= len(names):
-                raise ValueError(
-                    f"eval_names={list(names)} names {len(names)} dataloaders but {stage} "
-                    f"has dataloader index {dataloader_idx}; give one name per dataloader."
-                )
-            return f"{stage}/{names[dataloader_idx]}"
+        name = eval_loader_name(self, dataloader_idx)
+        if name is not None:
+            return f"{stage}/{name}"
         return stage if dataloader_idx == 0 else f"{stage}/{dataloader_idx}"
 
     def setup(self, stage: str) -> None:
@@ -233,10 +219,10 @@ class TransferClassifier(LightningModule):
             self._labels_checked = True
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        metric = self._metric("train", 0)
+        metric, attribute = stage_accuracy(self, "train", 0)
         metric(logits.detach(), y)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", metric, on_step=False, on_epoch=True, metric_attribute="_metrics.train_0")
+        self.log("train/acc", metric, on_step=False, on_epoch=True, metric_attribute=attribute)
         return loss
 
     def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> torch.Tensor:
@@ -245,12 +231,12 @@ class TransferClassifier(LightningModule):
         if y is None:
             return logits
         loss = F.cross_entropy(logits, y)
-        metric = self._metric(stage, dataloader_idx)
+        metric, attribute = stage_accuracy(self, stage, dataloader_idx)
         metric(logits, y)
         prefix = self._eval_prefix(stage, dataloader_idx)
         kwargs = {"on_epoch": True, "add_dataloader_idx": False, "prog_bar": dataloader_idx == 0}
         self.log(f"{prefix}/loss", loss, **kwargs)
-        self.log(f"{prefix}/acc", metric, metric_attribute=f"_metrics.{stage}_{dataloader_idx}", **kwargs)
+        self.log(f"{prefix}/acc", metric, metric_attribute=attribute, **kwargs)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:

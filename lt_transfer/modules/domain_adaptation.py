@@ -48,6 +48,7 @@ from lt_transfer.losses.adversarial import (
 )
 from lt_transfer.losses.coral import coral_loss
 from lt_transfer.losses.mmd import MMDEstimator, mmd_loss
+from lt_transfer.modules._evaluation import eval_loader_name, stage_accuracy
 from lt_transfer.optim import apply_lr_scales, no_decay_parameter_ids, param_groups_for
 
 __all__ = ["AdaptationMethod", "DomainAdaptationModule", "LeNetBackbone"]
@@ -423,35 +424,19 @@ class DomainAdaptationModule(LightningModule):
 
     # -------------------------------------------------------------- evaluation
     def _eval_name(self, dataloader_idx: int) -> str:
-        names = self.hparams.eval_names
-        if names is None and self._trainer is not None:
-            names = getattr(self.trainer.datamodule, "eval_names", None)
-        if names is None:
-            return str(dataloader_idx)
-        if dataloader_idx >= len(names):
-            raise ValueError(
-                f"eval_names={list(names)} names {len(names)} loaders but got dataloader index "
-                f"{dataloader_idx}; give one name per validation/test loader."
-            )
-        return names[dataloader_idx]
-
-    def _metric(self, stage: str, index: int) -> MulticlassAccuracy:
-        key = f"{stage}_{index}"
-        if key not in self._metrics:
-            metric = MulticlassAccuracy(num_classes=self.hparams.num_classes, average="micro")
-            self._metrics[key] = metric.to(self.device)
-        return self._metrics[key]
+        name = eval_loader_name(self, dataloader_idx)
+        return str(dataloader_idx) if name is None else name
 
     def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y)
-        metric = self._metric(stage, dataloader_idx)
+        metric, attribute = stage_accuracy(self, stage, dataloader_idx)
         metric(logits, y)
         prefix = f"{stage}/{self._eval_name(dataloader_idx)}"
         kwargs = {"on_epoch": True, "add_dataloader_idx": False, "batch_size": len(y)}
         self.log(f"{prefix}/loss", loss, **kwargs)
-        self.log(f"{prefix}/acc", metric, metric_attribute=f"_metrics.{stage}_{dataloader_idx}", **kwargs)
+        self.log(f"{prefix}/acc", metric, metric_attribute=attribute, **kwargs)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
