@@ -69,6 +69,8 @@ class Backbone(nn.Module):
             ``prefix + "."``. Every parameter of ``model`` must belong to exactly one group.
             ``None`` makes each direct child that holds parameters a group.
         name: a readable name for messages and logs.
+        pretrained: whether ``model`` holds pretrained weights. Modules use it for defaults
+            that depend on it (the backbone learning-rate scale).
 
     Raises:
         ValueError: if ``num_features`` is not positive, or the groups miss or repeat
@@ -92,6 +94,7 @@ class Backbone(nn.Module):
         num_features: int,
         groups: Sequence[tuple[str, Sequence[str]]] | None = None,
         name: str = "custom",
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -101,6 +104,7 @@ class Backbone(nn.Module):
         self.model = model
         self.num_features = int(num_features)
         self.name = name
+        self.pretrained = bool(pretrained)
         if groups is None:
             groups = [
                 (child_name, (child_name,))
@@ -135,7 +139,10 @@ class Backbone(nn.Module):
         return result
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, num_features={self.num_features}, groups={len(self._group_spec)}"
+        return (
+            f"name={self.name!r}, num_features={self.num_features}, groups={len(self._group_spec)}, "
+            f"pretrained={self.pretrained}"
+        )
 
     def _check_groups(self) -> None:
         if not self._group_spec:
@@ -356,10 +363,12 @@ def _build_torchvision(name: str, weights: str | None, **kwargs: object) -> Back
     if file_path is not None:
         _load_weight_file(model, file_path, spec, split.head)
     width = _remove_head(model, split.head)
-    return Backbone(model, width, split.groups, name=spec)
+    return Backbone(model, width, split.groups, name=spec, pretrained=weights is not None)
 
 
-def _build_from_module(model: nn.Module, head: str | None, num_features: int | None) -> Backbone:
+def _build_from_module(
+    model: nn.Module, head: str | None, num_features: int | None, pretrained: bool
+) -> Backbone:
     if head is None and num_features is None:
         raise ValueError(
             f"build_backbone(model) got a {type(model).__name__} without a split: pass "
@@ -384,7 +393,7 @@ def _build_from_module(model: nn.Module, head: str | None, num_features: int | N
             )
         num_features = width
     assert num_features is not None
-    return Backbone(model, num_features, name=type(model).__name__)
+    return Backbone(model, num_features, name=type(model).__name__, pretrained=pretrained)
 
 
 def build_backbone(
@@ -393,6 +402,7 @@ def build_backbone(
     *,
     head: str | None = None,
     num_features: int | None = None,
+    pretrained: bool = False,
     **model_kwargs: object,
 ) -> Backbone:
     """Build a :class:`Backbone` from a spec string or a plain module.
@@ -411,6 +421,8 @@ def build_backbone(
             (e.g. :data:`lt_transfer.resources.MOBILENET_V2_IMAGENET`).
         head: see ``name``; only for modules.
         num_features: see ``name``; only for modules.
+        pretrained: only for modules: whether the module holds pretrained weights (spec
+            strings know it: ``weights`` given, or a Hugging Face model).
         **model_kwargs: forwarded to ``torchvision.models.get_model`` (e.g.
             ``image_size=32`` for ViT).
 
@@ -437,12 +449,12 @@ def build_backbone(
                 "build_backbone(model, ...): weights and model kwargs only apply to spec "
                 "strings; load weights into the module before passing it."
             )
-        return _build_from_module(name, head, num_features)
+        return _build_from_module(name, head, num_features, pretrained)
     if not isinstance(name, str):
         raise TypeError(f"build_backbone(name=...) must be a string or nn.Module, got {type(name).__name__}.")
-    if head is not None or num_features is not None:
+    if head is not None or num_features is not None or pretrained:
         raise ValueError(
-            f"build_backbone(name={name!r}): head/num_features only apply to nn.Module inputs; "
+            f"build_backbone(name={name!r}): head/num_features/pretrained only apply to nn.Module inputs; "
             "the split of a named model is known."
         )
     source, sep, model_name = name.partition("/")

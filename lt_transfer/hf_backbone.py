@@ -158,7 +158,7 @@ class HFBackbone(Backbone):
         pretrained_head: nn.Linear | None = None,
         source: str | None = None,
     ) -> None:
-        super().__init__(model, num_features, groups, name=name)
+        super().__init__(model, num_features, groups, name=name, pretrained=True)
         if pooling not in ("cls", "mean", "pooler", None):
             raise ValueError(f"HFBackbone(pooling={pooling!r}) must be 'cls', 'mean', 'pooler' or None.")
         self.pooling = pooling
