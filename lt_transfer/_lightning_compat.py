@@ -24,6 +24,7 @@ The accesses, and why each is needed:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 #: The Lightning releases the test suite runs on (oldest and newest, see the Makefile).
-SUPPORTED_LIGHTNING = ">=2.4,<2.7"
+SUPPORTED_LIGHTNING = ">=2.5.2,<2.7"
 
 
 class LightningCompatError(RuntimeError):
@@ -60,7 +61,7 @@ def _fail(access: str, error: BaseException) -> LightningCompatError:
         f"lt_transfer needs the Lightning internal {access}, which is missing or changed in the installed "
         f"lightning {lightning.__version__} ({type(error).__name__}: {error}). lt_transfer is tested with "
         f"lightning{SUPPORTED_LIGHTNING}; install a release in that range, e.g. "
-        "`pip install 'lightning>=2.4,<2.7'`."
+        "`pip install 'lightning>=2.5.2,<2.7'`."
     )
 
 
@@ -191,21 +192,29 @@ def install_top_level_instantiators(cli: Any) -> None:
         access = "lightning.pytorch.cli._InstantiatorFn / _get_module_type / LightningCLI._model_class"
         raise _fail(access, error) from error
 
+    # jsonargparse passes the applied link values only to instantiators whose signature names them;
+    # Lightning's own instantiator takes them from release 2.5.x on.
+    takes_links = "applied_instantiation_links" in inspect.signature(_InstantiatorFn.__call__).parameters
+
     class _TopLevelInstantiator(_InstantiatorFn):
         def __call__(
-            self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any
+            self, class_type: type, *args: Any, applied_instantiation_links: dict | None = None, **kwargs: Any
         ) -> Any:
             try:
-                self.cli._dump_config()
+                dump_config = getattr(self.cli, "_dump_config", None)  # lightning >= 2.5.x: built lazily
+                if dump_config is not None:
+                    dump_config()
                 config = self.cli.config_dump.get(self.key, {})
             except AttributeError as error:
                 raise _fail("LightningCLI._dump_config / config_dump", error) from error
             class_path = _class_path_of(config)
             if class_path is not None and _resolve_class(class_path) is not class_type:
                 return class_type(*args, **kwargs)
-            return super().__call__(
-                class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs
-            )
+            if takes_links:
+                kwargs["applied_instantiation_links"] = applied_instantiation_links or {}
+            # explicit base call: a zero-argument super() puts ``__class__`` in this frame, which
+            # Lightning 2.5's save_hyperparameters frame walk mistakes for an __init__ frame
+            return _InstantiatorFn.__call__(self, class_type, *args, **kwargs)
 
     for key, class_type, subclasses in classes:
         cli.parser.add_instantiator(
