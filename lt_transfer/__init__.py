@@ -5,7 +5,7 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, build_backbone
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
@@ -27,7 +27,6 @@ from lt_transfer.metrics import (
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
-    LeNetBackbone,
     TextClassifier,
     TransferClassifier,
 )

@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 import lightning.pytorch as pl
 import torch
 
+from lt_transfer.backbones import LeNetBackbone
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
-from lt_transfer.modules.domain_adaptation import DomainAdaptationModule, LeNetBackbone
+from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 
 SHIFTS = {"mnist_to_mnistm": ("mnist", "mnist_m"), "mnist_to_digits": ("mnist", "sklearn_digits")}
 METHODS = ("source_only", "dann", "mmd", "coral", "oracle")

@@ -62,7 +62,7 @@ def test_help_imports_no_transformers_and_builds_no_model(tmp_path: Path) -> Non
         "    pass\n"
         "added = [m for m in set(sys.modules) - baseline if m.split('.')[0] in ('transformers', 'peft')]\n"
         "assert not added, added\n"
-        "assert 'lt_transfer.hf_backbone' not in sys.modules\n"
+        "assert 'lt_transfer.backbones.hf' not in sys.modules\n"
         "assert not built, built\n"
         "print('OK')\n"
     )

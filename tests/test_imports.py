@@ -17,7 +17,7 @@ def test_import_lt_transfer_adds_no_transformers_or_peft_modules() -> None:
         "added = sorted(m for m in set(sys.modules) - baseline\n"
         "               if m.split('.')[0] in ('transformers', 'peft'))\n"
         "assert not added, added\n"
-        "for name in ('lt_transfer.hf_backbone', 'lt_transfer.lora', 'peft'):\n"
+        "for name in ('lt_transfer.backbones.hf', 'lt_transfer.lora', 'peft'):\n"
         "    assert name not in sys.modules, name\n"
         "print('OK')\n"
     )

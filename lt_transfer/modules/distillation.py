@@ -9,10 +9,8 @@ checkpoints.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -22,121 +20,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lt_transfer.backbones import Backbone
+from lt_transfer.backbones import Backbone, load_teacher
 from lt_transfer.losses.distillation import HintLoss, distillation_terms
 from lt_transfer.optim import apply_lr_scales, no_decay_parameter_ids, param_groups_for
-from lt_transfer.resources import PACKAGE_SCHEME, resolve_package_uri
 
-__all__ = ["DistillationModule", "load_teacher"]
+__all__ = ["DistillationModule"]
 
 _TEACHER_PREFIX = "teacher."
-
-
-def _import_class(path: str) -> type:
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"teacher_class={path!r} must be a dotted import path such as 'pkg.module.Class'.")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"teacher_class={path!r} cannot be imported ({error}).") from error
-
-
-def _load_torchvision_classifier(name: str, weights: str | None) -> nn.Module:
-    from torchvision import models as tvm
-
-    if name not in tvm.list_models():
-        raise ValueError(
-            f"DistillationModule(teacher='torchvision/{name}'): torchvision has no model {name!r}; "
-            "use a name from torchvision.models.list_models()."
-        )
-    if weights is None:
-        return tvm.get_model(name)
-    if weights.startswith(PACKAGE_SCHEME) or "/" in weights or weights.endswith((".pth", ".pt", ".bin")):
-        path = resolve_package_uri(weights) if weights.startswith(PACKAGE_SCHEME) else Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"DistillationModule(teacher_weights={weights!r}): no such file.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        model = tvm.get_model(name)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            raise ValueError(
-                f"DistillationModule(teacher_weights={weights!r}) does not fit torchvision/{name} "
-                f"with its classification head: {str(error)[:300]}"
-            ) from error
-        return model
-    return tvm.get_model(name, weights=weights)
-
-
-def load_teacher(
-    teacher: nn.Module | str, weights: str | None = None, teacher_class: str | None = None
-) -> nn.Module:
-    """Resolve a teacher given as a module, a Lightning checkpoint path or a torchvision spec.
-
-    Args:
-        teacher: an ``nn.Module`` (returned as is); a ``.ckpt`` path of a LightningModule
-            checkpoint (loaded with ``teacher_class.load_from_checkpoint``; the class comes from
-            ``teacher_class`` or, for checkpoints written by ``lt-transfer``/LightningCLI, from
-            the checkpoint itself); or ``"torchvision/<model>"``: the *whole* torchvision
-            classifier, head included, with ``weights``.
-        weights: for torchvision specs: ``None``, a weights name (``"DEFAULT"``), a local state
-            dict of the full classifier, or ``"pkg://<package>/<file>"``.
-        teacher_class: dotted import path of the checkpoint's LightningModule class.
-
-    Checkpoints are pickles: load only files you trust.
-
-    Raises:
-        ValueError: an argument that does not apply, an unknown class or spec.
-        FileNotFoundError: a checkpoint or weights path that does not exist.
-
-    Example:
-        >>> from lt_transfer.resources import MOBILENET_V2_IMAGENET
-        >>> teacher = load_teacher("torchvision/mobilenet_v2", weights=MOBILENET_V2_IMAGENET)
-        >>> teacher.classifier[-1].out_features
-        1000
-    """
-    if isinstance(teacher, nn.Module):
-        if weights is not None or teacher_class is not None:
-            raise ValueError(
-                "DistillationModule(teacher=<nn.Module>): teacher_weights and teacher_class only apply to "
-                "a spec string or a checkpoint path; load the weights into the module yourself."
-            )
-        return teacher
-    if not isinstance(teacher, str):
-        raise TypeError(
-            f"DistillationModule(teacher=...) must be an nn.Module, a checkpoint path or a "
-            f"'torchvision/<model>' spec, got {type(teacher).__name__}."
-        )
-    if teacher.startswith("torchvision/"):
-        if teacher_class is not None:
-            raise ValueError(f"DistillationModule(teacher_class=...) does not apply to teacher={teacher!r}.")
-        return _load_torchvision_classifier(teacher.removeprefix("torchvision/"), weights)
-    path = Path(teacher).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"DistillationModule(teacher={teacher!r}): not a file and not a 'torchvision/<model>' spec. "
-            "Pass a LightningModule checkpoint path, a spec, or an nn.Module."
-        )
-    if weights is not None:
-        raise ValueError(
-            "DistillationModule(teacher_weights=...) does not apply to a checkpoint teacher: the "
-            "checkpoint holds the weights."
-        )
-    if teacher_class is None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        teacher_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-        if teacher_class is None:
-            raise ValueError(
-                f"DistillationModule(teacher={teacher!r}): the checkpoint does not record its class "
-                "(only LightningCLI checkpoints do); pass teacher_class='package.module.ClassName'."
-            )
-    cls = _import_class(teacher_class)
-    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
-        raise ValueError(f"teacher_class={teacher_class!r} is not a LightningModule subclass.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
 
 
 def _output_width(module: nn.Module) -> int | None:

@@ -42,12 +42,12 @@ class TextClassifier(TransferClassifier):
 
     Args:
         backbone: ``"hf/<hub name | folder | pkg://package/folder>"`` or an
-            :class:`~lt_transfer.hf_backbone.HFBackbone`. Default: the shipped MiniLM.
+            :class:`~lt_transfer.backbones.HFBackbone`. Default: the shipped MiniLM.
         num_classes: number of classes.
         pooling: ``"cls"``, ``"mean"``, ``"pooler"`` or ``None`` (mean for encoders; a
             sequence-classification model pools itself).
         model_class: ``"auto"``, ``"base"`` or ``"sequence_classification"`` (see
-            :func:`~lt_transfer.hf_backbone.build_hf_backbone`).
+            :func:`~lt_transfer.backbones.build_hf_backbone`).
         finetune: ``"frozen"``, ``"partial"``, ``"full"`` or ``"lora"``.
         trainable_groups: for ``"partial"``: how many layer groups, counted from the head, train.
         frozen_layers: for ``"partial"``, instead of ``trainable_groups``: freeze the

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lt_transfer.backbones import Backbone
+from lt_transfer.backbones.base import Backbone
 from lt_transfer.resources import PACKAGE_SCHEME, resolve_package_uri
 
 __all__ = [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lt_transfer import build_backbone
-from lt_transfer.hf_backbone import HFBackbone, load_tokenizer, resolve_model_path
+from lt_transfer.backbones import HFBackbone, load_tokenizer, resolve_model_path
 from lt_transfer.resources import MINILM_L6_V2
 from tests.hf_tiny import save_tiny_bert
 

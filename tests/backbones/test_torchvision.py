@@ -1,4 +1,4 @@
-"""Backbone adapter: every supported torchvision family, plain modules, weights loading, errors."""
+"""Tests for lt_transfer/backbones/torchvision.py: every supported family, head removal, weights, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from lt_transfer.backbones import Backbone, build_backbone
+from lt_transfer.backbones import (
+    build_backbone,
+    build_torchvision_backbone,
+    load_torchvision_classifier,
+    remove_head,
+)
 from lt_transfer.resources import MOBILENET_V2_IMAGENET, resolve_package_uri
+from tests.backbones.partition import assert_groups_partition
 
 FAMILIES = [
     ("resnet18", {}, 512, 5),
@@ -20,12 +26,6 @@ FAMILIES = [
     ("vit_b_16", {"image_size": 32}, 768, 14),
     ("regnet_y_400mf", {}, 440, 5),
 ]
-
-
-def assert_groups_partition(backbone: Backbone) -> None:
-    grouped = [id(p) for group in backbone.layer_groups() for p in group.parameters()]
-    assert len(grouped) == len(set(grouped)), "a parameter is in two groups"
-    assert set(grouped) == {id(p) for p in backbone.parameters()}, "a parameter is in no group"
 
 
 @pytest.mark.parametrize(("name", "kwargs", "width", "num_groups"), FAMILIES)
@@ -62,10 +62,19 @@ def test_unknown_model_name() -> None:
         build_backbone("torchvision/resnet19")
 
 
-@pytest.mark.parametrize("spec", ["resnet18", "pytorch/resnet18", "torchvision/"])
-def test_bad_spec_string(spec: str) -> None:
-    with pytest.raises(ValueError, match="build_backbone\\(name="):
-        build_backbone(spec)
+def test_unknown_model_lists_real_close_matches_not_the_first_names() -> None:
+    """Bug: the "similar names" were the first 8 model names alphabetically (alexnet, convnext_base ...)."""
+    with pytest.raises(ValueError) as info:
+        build_backbone("torchvision/resnet19")
+    message = str(info.value)
+    assert "Similar names: ['resnet18'" in message
+    assert "alexnet" not in message
+    with pytest.raises(ValueError, match="Similar names: \\['mobilenet_v2'"):
+        build_backbone("torchvision/mobilenetv2")
+    with pytest.raises(ValueError) as info:
+        build_backbone("torchvision/not_a_model")
+    assert "No similar names" in str(info.value)
+    assert "alexnet" not in str(info.value) and "list_models()" in str(info.value)
 
 
 def test_unknown_weights_name_lists_choices() -> None:
@@ -140,48 +149,36 @@ def test_default_weights_use_torch_hub_cache(tmp_path, monkeypatch) -> None:
     assert torch.equal(backbone.model.features[18][0].weight, state["features.18.0.weight"])
 
 
-def test_plain_module_with_head() -> None:
-    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 3))
-    backbone = build_backbone(net, head="4")
-    assert backbone.num_features == 8
-    assert backbone(torch.randn(5, 1, 4, 4)).shape == (5, 8)
-    assert [g.name for g in backbone.layer_groups()] == ["1"]
-    assert not any(isinstance(m, nn.Dropout) for m in backbone.modules()), "dropout before head removed"
-    assert_groups_partition(backbone)
+def test_builder_is_what_build_backbone_calls() -> None:
+    backbone = build_torchvision_backbone("resnet18")
+    assert backbone.name == "torchvision/resnet18" and not backbone.pretrained
+    assert backbone.num_features == build_backbone("torchvision/resnet18").num_features
 
 
-def test_plain_module_named_head_attribute() -> None:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
-            self.scale = nn.Parameter(torch.ones(6))
-            self.fc = nn.Linear(6, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.body(x) * self.scale)
-
-    backbone = build_backbone(Net(), head="fc")
-    assert backbone(torch.randn(3, 4)).shape == (3, 6)
-    assert [g.name for g in backbone.layer_groups()] == ["params", "body"]
-    assert_groups_partition(backbone)
+def test_remove_head_named_and_indexed() -> None:
+    net = tvm.resnet18()
+    assert remove_head(net, "fc") == 512 and isinstance(net.fc, nn.Identity)
+    seq = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2))
+    assert remove_head(seq, "2") == 3
+    assert [type(m) for m in seq] == [nn.Linear, nn.Identity, nn.Identity]
+    with pytest.raises(TypeError, match="Expected a Linear classification head at '0'"):
+        remove_head(nn.Sequential(nn.ReLU()), "0")
 
 
-def test_plain_module_errors() -> None:
-    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="without a split"):
-        build_backbone(net)
-    with pytest.raises(ValueError, match="has no such sub-module. Its children are \\['0', '1'\\]"):
-        build_backbone(net, head="classifier")
-    with pytest.raises(ValueError, match="weights and model kwargs only apply"):
-        build_backbone(net, weights="DEFAULT", head="1")
+def test_whole_classifier_keeps_its_head_and_loads_shipped_weights() -> None:
+    model = load_torchvision_classifier("torchvision/mobilenet_v2", MOBILENET_V2_IMAGENET)
+    state = torch.load(resolve_package_uri(MOBILENET_V2_IMAGENET), map_location="cpu", weights_only=True)
+    assert model.classifier[-1].out_features == 1000
+    assert torch.equal(model.classifier[-1].weight, state["classifier.1.weight"])
+    assert isinstance(load_torchvision_classifier("squeezenet1_0"), tvm.SqueezeNet)  # any family
 
 
-def test_explicit_groups_must_partition() -> None:
-    net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
-    with pytest.raises(ValueError, match="parameter '1.weight' is in no layer group"):
-        Backbone(net, 4, groups=[("first", ["0"])])
-    with pytest.raises(ValueError, match="in several layer groups"):
-        Backbone(net, 4, groups=[("a", ["0", "1"]), ("b", ["1"])])
-    with pytest.raises(ValueError, match="num_features"):
-        Backbone(net, 0)
+def test_whole_classifier_errors_name_the_caller_and_argument(tmp_path) -> None:
+    with pytest.raises(ValueError, match="load_torchvision_classifier\\(name='resnet19'\\).*'resnet18'"):
+        load_torchvision_classifier("resnet19")
+    with pytest.raises(ValueError, match="Teacher\\(spec='torchvision/resnet19'\\)"):
+        load_torchvision_classifier("torchvision/resnet19", caller="Teacher", name_argument="spec")
+    with pytest.raises(ValueError, match="load_torchvision_classifier\\(weights='IMAGENET22K'\\)"):
+        load_torchvision_classifier("resnet18", "IMAGENET22K")
+    with pytest.raises(FileNotFoundError, match="T\\(w=.*nope.pth'\\): no such file"):
+        load_torchvision_classifier("resnet18", str(tmp_path / "nope.pth"), caller="T", weights_argument="w")

@@ -1,0 +1,118 @@
+"""Backbones: feature extractors with layer groups, their builders, and the one weight resolver.
+
+One job per file:
+
+* :mod:`~lt_transfer.backbones.base`: :class:`Backbone`, :class:`LayerGroup`;
+* :mod:`~lt_transfer.backbones.weights`: what a ``weights=`` value names, reading and
+  checking state-dict files (used by every loader below);
+* :mod:`~lt_transfer.backbones.torchvision`: torchvision families, head removal, the
+  backbone builder and the whole-classifier loader;
+* :mod:`~lt_transfer.backbones.hf`: Hugging Face encoders and tokenizers;
+* :mod:`~lt_transfer.backbones.lenet`: :class:`LeNetBackbone`;
+* :mod:`~lt_transfer.backbones.teacher`: :func:`load_teacher` for distillation;
+* :mod:`~lt_transfer.backbones.build`: :func:`build_backbone` from a spec string or a module.
+
+The Hugging Face names (:class:`HFBackbone`, :func:`build_hf_backbone`, :func:`load_tokenizer`
+...) are loaded on first access, so ``import lt_transfer`` loads none of the Hugging Face
+code (and ``transformers`` is imported only inside its functions).
+
+Example:
+    >>> from lt_transfer.backbones import build_backbone
+    >>> build_backbone("torchvision/resnet18").num_features
+    512
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from lt_transfer.backbones.base import Backbone, LayerGroup, matches_prefix
+from lt_transfer.backbones.build import build_backbone
+from lt_transfer.backbones.lenet import LeNetBackbone
+from lt_transfer.backbones.teacher import load_teacher
+from lt_transfer.backbones.torchvision import (
+    SUPPORTED_TORCHVISION_FAMILIES,
+    build_torchvision_backbone,
+    load_torchvision_classifier,
+    remove_head,
+)
+from lt_transfer.backbones.weights import (
+    WEIGHT_FILE_SUFFIXES,
+    ResolvedWeights,
+    check_state_dict,
+    load_weights_file,
+    read_state_dict,
+    resolve_weights,
+)
+
+if TYPE_CHECKING:
+    from lt_transfer.backbones.hf import (
+        HFBackbone,
+        ModelClass,
+        Pooling,
+        build_hf_backbone,
+        load_tokenizer,
+        resolve_model_path,
+    )
+
+__all__ = [
+    "SUPPORTED_TORCHVISION_FAMILIES",
+    "WEIGHT_FILE_SUFFIXES",
+    "Backbone",
+    "HFBackbone",
+    "LayerGroup",
+    "LeNetBackbone",
+    "ModelClass",
+    "Pooling",
+    "ResolvedWeights",
+    "build_backbone",
+    "build_hf_backbone",
+    "build_torchvision_backbone",
+    "check_state_dict",
+    "load_teacher",
+    "load_tokenizer",
+    "load_torchvision_classifier",
+    "load_weights_file",
+    "matches_prefix",
+    "read_state_dict",
+    "remove_head",
+    "resolve_model_path",
+    "resolve_weights",
+]
+
+#: Names served from :mod:`lt_transfer.backbones.hf` on first access.
+_HF_NAMES = (
+    "HFBackbone",
+    "ModelClass",
+    "Pooling",
+    "build_hf_backbone",
+    "load_tokenizer",
+    "resolve_model_path",
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Load the Hugging Face names on first access (PEP 562).
+
+    Example:
+        >>> import lt_transfer.backbones as backbones
+        >>> backbones.HFBackbone.__module__
+        'lt_transfer.backbones.hf'
+    """
+    if name in _HF_NAMES:
+        value = getattr(importlib.import_module("lt_transfer.backbones.hf"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """List the module's names, the lazily loaded ones included.
+
+    Example:
+        >>> import lt_transfer.backbones as backbones
+        >>> "HFBackbone" in dir(backbones)
+        True
+    """
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,182 @@
+"""The backbone contract: :class:`Backbone` (features + ordered layer groups) and :class:`LayerGroup`.
+
+A :class:`Backbone` wraps a network whose classification head is removed. It maps an input
+batch to pooled feature vectors of width :attr:`Backbone.num_features` and lists its *layer
+groups* ordered input → output. Layer groups are the unit for freezing, progressive
+unfreezing and per-layer learning rates (the timm ``group_matcher`` idea, expressed as
+parameter-name prefixes: :func:`matches_prefix`).
+
+Builders live next to this file: :mod:`lt_transfer.backbones.torchvision`,
+:mod:`lt_transfer.backbones.hf`, :mod:`lt_transfer.backbones.lenet`, and
+:func:`lt_transfer.backbones.build.build_backbone` for spec strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone", "LayerGroup", "matches_prefix"]
+
+
+def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
+    """Whether the parameter (or module) ``name`` lies under one of ``prefixes``.
+
+    A name matches a prefix when it equals it or starts with ``prefix + "."``, so
+    ``"layer1"`` matches ``"layer1.0.conv1.weight"`` but not ``"layer10.weight"``.
+
+    Example:
+        >>> matches_prefix("layer1.0.conv1.weight", ["stem", "layer1"])
+        True
+        >>> matches_prefix("layer10.weight", ["layer1"])
+        False
+    """
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """A named, ordered slice of a backbone: the unit of freezing and per-layer lr.
+
+    Attributes:
+        name: readable name, e.g. ``"layer3"`` or ``"features.7"``.
+        named_parameters: ``(qualified name, parameter)`` pairs, in model order.
+        modules: the sub-modules the group consists of (used to switch BatchNorm and
+            dropout to eval mode when the group is frozen).
+
+    Example:
+        >>> from lt_transfer.backbones import build_backbone
+        >>> backbone = build_backbone("torchvision/resnet18")
+        >>> [group.name for group in backbone.layer_groups()]
+        ['stem', 'layer1', 'layer2', 'layer3', 'layer4']
+    """
+
+    name: str
+    named_parameters: tuple[tuple[str, nn.Parameter], ...]
+    modules: tuple[nn.Module, ...] = field(default=())
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Yield the group's parameters."""
+        for _, param in self.named_parameters:
+            yield param
+
+    def num_parameters(self) -> int:
+        """Number of scalar parameters in the group."""
+        return sum(param.numel() for param in self.parameters())
+
+
+class Backbone(nn.Module):
+    """A feature extractor (input → ``(N, num_features)``) with ordered layer groups.
+
+    Args:
+        model: the network with its classification head already removed. Its forward must
+            return pooled features of shape ``(N, num_features)``.
+        num_features: width of the feature vector.
+        groups: ordered input → output list of ``(group name, parameter-name prefixes)``.
+            A parameter belongs to a group when its name equals a prefix or starts with
+            ``prefix + "."``. Every parameter of ``model`` must belong to exactly one group.
+            ``None`` makes each direct child that holds parameters a group.
+        name: a readable name for messages and logs.
+        pretrained: whether ``model`` holds pretrained weights. Modules use it for defaults
+            that depend on it (the backbone learning-rate scale).
+
+    Raises:
+        ValueError: if ``num_features`` is not positive, or the groups miss or repeat
+            parameters.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                       nn.Flatten())
+        >>> backbone = Backbone(trunk, num_features=4)
+        >>> backbone(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 4])
+        >>> [group.name for group in backbone.layer_groups()]
+        ['0']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_features: int,
+        groups: Sequence[tuple[str, Sequence[str]]] | None = None,
+        name: str = "custom",
+        pretrained: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Backbone(model=...) must be an nn.Module, got {type(model).__name__}.")
+        if int(num_features) <= 0:
+            raise ValueError(f"Backbone(num_features={num_features!r}) must be a positive feature width.")
+        self.model = model
+        self.num_features = int(num_features)
+        self.name = name
+        self.pretrained = bool(pretrained)
+        if groups is None:
+            groups = [
+                (child_name, (child_name,))
+                for child_name, child in model.named_children()
+                if any(True for _ in child.parameters())
+            ]
+            direct = [n for n, _ in model.named_parameters(recurse=False)]
+            if direct:
+                groups = [("params", tuple(direct)), *groups]
+        self._group_spec: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (group_name, tuple(prefixes)) for group_name, prefixes in groups
+        )
+        self._check_groups()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return pooled features of shape ``(N, num_features)``."""
+        return self.model(x)
+
+    def layer_groups(self) -> list[LayerGroup]:
+        """Return the layer groups ordered input → output.
+
+        Each parameter of the backbone appears in exactly one group; groups are computed
+        fresh on every call, so they always reference the live parameters.
+        """
+        named_params = list(self.model.named_parameters())
+        named_modules = list(self.model.named_modules())
+        result = []
+        for group_name, prefixes in self._group_spec:
+            params = tuple((f"model.{n}", p) for n, p in named_params if matches_prefix(n, prefixes))
+            modules = tuple(m for n, m in named_modules if n and n in prefixes)
+            result.append(LayerGroup(group_name, params, modules))
+        return result
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, num_features={self.num_features}, groups={len(self._group_spec)}, "
+            f"pretrained={self.pretrained}"
+        )
+
+    def _check_groups(self) -> None:
+        if not self._group_spec:
+            raise ValueError(
+                f"Backbone {self.name!r} has no layer groups: the model has no parameters "
+                "or `groups` is empty. Pass groups=[(name, [parameter prefixes]), ...]."
+            )
+        seen: dict[str, str] = {}
+        for name, _ in self.model.named_parameters():
+            owners = [g for g, prefixes in self._group_spec if matches_prefix(name, prefixes)]
+            if not owners:
+                raise ValueError(
+                    f"Backbone {self.name!r}: parameter {name!r} is in no layer group. "
+                    f"Groups: {[g for g, _ in self._group_spec]}. Add its prefix to `groups`."
+                )
+            if len(owners) > 1:
+                raise ValueError(
+                    f"Backbone {self.name!r}: parameter {name!r} is in several layer groups "
+                    f"{owners}; each parameter must be in exactly one."
+                )
+            seen[name] = owners[0]
+        empty = [g for g, _ in self._group_spec if g not in seen.values()]
+        if empty:
+            raise ValueError(
+                f"Backbone {self.name!r}: layer groups {empty} match no parameter; check their prefixes."
+            )

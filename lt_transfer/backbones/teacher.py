@@ -1,0 +1,107 @@
+"""load_teacher: a distillation teacher from a module, a Lightning checkpoint or a torchvision spec.
+
+:class:`~lt_transfer.DistillationModule` calls :func:`load_teacher` with its ``teacher``,
+``teacher_weights`` and ``teacher_class`` arguments (messages name those). A
+``"torchvision/<model>"`` teacher is the whole classifier, head included, built by
+:func:`~lt_transfer.backbones.torchvision.load_torchvision_classifier`: its weights go
+through the same resolver as a backbone's (:mod:`lt_transfer.backbones.weights`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from lt_transfer.backbones.torchvision import load_torchvision_classifier
+
+__all__ = ["load_teacher"]
+
+
+def _import_class(path: str) -> type:
+    module_name, _, class_name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"teacher_class={path!r} must be a dotted import path such as 'pkg.module.Class'.")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"teacher_class={path!r} cannot be imported ({error}).") from error
+
+
+def load_teacher(
+    teacher: nn.Module | str, weights: str | None = None, teacher_class: str | None = None
+) -> nn.Module:
+    """Resolve a teacher given as a module, a Lightning checkpoint path or a torchvision spec.
+
+    Args:
+        teacher: an ``nn.Module`` (returned as is); a ``.ckpt`` path of a LightningModule
+            checkpoint (loaded with ``teacher_class.load_from_checkpoint``; the class comes from
+            ``teacher_class`` or, for checkpoints written by ``lt-transfer``/LightningCLI, from
+            the checkpoint itself); or ``"torchvision/<model>"``: the *whole* torchvision
+            classifier, head included, with ``weights``.
+        weights: for torchvision specs: ``None``, a weights name (``"DEFAULT"``), a local state
+            dict of the full classifier, or ``"pkg://<package>/<file>"`` (the rules of
+            :func:`~lt_transfer.backbones.weights.resolve_weights`).
+        teacher_class: dotted import path of the checkpoint's LightningModule class.
+
+    Checkpoints are pickles: load only files you trust.
+
+    Raises:
+        ValueError: an argument that does not apply, an unknown class or spec, weights that
+            do not fit.
+        FileNotFoundError: a checkpoint or weights path that does not exist.
+
+    Example:
+        >>> from lt_transfer.resources import MOBILENET_V2_IMAGENET
+        >>> teacher = load_teacher("torchvision/mobilenet_v2", weights=MOBILENET_V2_IMAGENET)
+        >>> teacher.classifier[-1].out_features
+        1000
+    """
+    if isinstance(teacher, nn.Module):
+        if weights is not None or teacher_class is not None:
+            raise ValueError(
+                "DistillationModule(teacher=<nn.Module>): teacher_weights and teacher_class only apply to "
+                "a spec string or a checkpoint path; load the weights into the module yourself."
+            )
+        return teacher
+    if not isinstance(teacher, str):
+        raise TypeError(
+            f"DistillationModule(teacher=...) must be an nn.Module, a checkpoint path or a "
+            f"'torchvision/<model>' spec, got {type(teacher).__name__}."
+        )
+    if teacher.startswith("torchvision/"):
+        if teacher_class is not None:
+            raise ValueError(f"DistillationModule(teacher_class=...) does not apply to teacher={teacher!r}.")
+        return load_torchvision_classifier(
+            teacher,
+            weights,
+            caller="DistillationModule",
+            name_argument="teacher",
+            weights_argument="teacher_weights",
+        )
+    path = Path(teacher).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"DistillationModule(teacher={teacher!r}): not a file and not a 'torchvision/<model>' spec. "
+            "Pass a LightningModule checkpoint path, a spec, or an nn.Module."
+        )
+    if weights is not None:
+        raise ValueError(
+            "DistillationModule(teacher_weights=...) does not apply to a checkpoint teacher: the "
+            "checkpoint holds the weights."
+        )
+    if teacher_class is None:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        teacher_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+        if teacher_class is None:
+            raise ValueError(
+                f"DistillationModule(teacher={teacher!r}): the checkpoint does not record its class "
+                "(only LightningCLI checkpoints do); pass teacher_class='package.module.ClassName'."
+            )
+    cls = _import_class(teacher_class)
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise ValueError(f"teacher_class={teacher_class!r} is not a LightningModule subclass.")
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)

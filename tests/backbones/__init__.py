@@ -1,0 +1,1 @@
+"""Tests for lt_transfer/backbones/ (one test file per source file)."""
