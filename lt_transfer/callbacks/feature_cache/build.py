@@ -113,12 +113,13 @@ def build_store(
     )
     result = BuildResult(None)
     store: FeatureStore | None = None
+    layout: SampleLayout | None = None
     local: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
     position = 0
     patch.serving = False
     with torch.no_grad(), trainer.strategy.precision_plugin.forward_context():
         for batch in build_loader:
-            if store is None:
+            if layout is None:
                 try:
                     layout = SampleLayout.of(patch.raw(indices[:1])[0], batch, input_key)
                 except UncacheableBatchError as error:

@@ -244,7 +244,8 @@ class FeatureCache(Callback):
         It is recreated from the random state it was first created with, so the sample order
         (and every later random draw) is the one it would have been without the cache.
         """
-        if patch.served is not None and self._rng_state is not None:
+        assert self._rng_state is not None, "on_fit_start records the random state"
+        if patch.served is not None:
             shut_down_workers(patch.loader)
             torch.set_rng_state(self._rng_state)
             restart_train_iterator(trainer)

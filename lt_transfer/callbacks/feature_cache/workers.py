@@ -1,4 +1,4 @@
-"""Restarting a loader's persistent worker processes (the cache's one use of torch internals).
+"""Restarting a loader's persistent worker processes (the cache's one use of DataLoader internals).
 
 A worker process holds a copy of the data set taken when it starts, the cache's
 ``__getitems__`` and store included. Without ``persistent_workers`` every epoch's iterator
