@@ -69,7 +69,7 @@ def run(target: str, name: str, args: argparse.Namespace, baseline_log: Path | N
     data = build_data(target, args, permute=name == "permuted")
     out = Path(args.out) / target / name
     report = DomainShiftReport(
-        features="backbone",
+        backbone="backbone",
         source="source",
         target="target",
         max_samples=args.report_samples,

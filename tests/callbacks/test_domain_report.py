@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_transfer.callbacks import DomainShiftReport, NegativeTransferMonitor
-from lt_transfer.callbacks.domain_report import resolve_feature_fn
+from lt_transfer.callbacks.domain_report import extract_features, resolve_feature_fn
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -81,7 +81,7 @@ def trainer(tmp_path, callbacks, **kwargs):
 
 def test_report_on_any_module_png_json_and_tensorboard(tmp_path):
     report = DomainShiftReport(
-        features="encoder",
+        backbone="encoder",
         source_dataloader=DataLoader(domain(48, 0.0, 1), batch_size=16),
         target_dataloader=DataLoader(domain(48, 6.0, 2), batch_size=16),
         methods=["pca"],
@@ -112,7 +112,7 @@ def test_report_on_any_module_png_json_and_tensorboard(tmp_path):
 
 def test_datamodule_val_loaders_by_name_and_tsne(tmp_path):
     report = DomainShiftReport(
-        features="encoder",
+        backbone="encoder",
         source="source",
         target="target",
         methods=["pca", "tsne"],
@@ -128,14 +128,14 @@ def test_datamodule_val_loaders_by_name_and_tsne(tmp_path):
     width, height = png_size(tmp_path / "out" / "domain_report_start.png")
     assert (width, height) == (270, 2 * 114 + 12)  # 9 x (2 rows x 3.8 + 0.4 title) inches at 30 dpi
 
-    restored = DomainShiftReport(features="encoder", at_end=False, dirpath=str(tmp_path / "again"))
+    restored = DomainShiftReport(backbone="encoder", at_end=False, dirpath=str(tmp_path / "again"))
     restored.load_state_dict(report.state_dict())
     trainer(tmp_path, [restored], logger=False).fit(Custom(), datamodule=TwoDomains())
     assert len(restored.results) == 1 and not (tmp_path / "again").exists()  # start not redone
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match=r"children are \['encoder', 'classifier'\]"):
+    with pytest.raises(ValueError, match=r"backbone='backbone'.*children are \['encoder', 'classifier'\]"):
         resolve_feature_fn(Custom(), "backbone")
     with pytest.raises(ValueError, match="methods"):
         DomainShiftReport(methods=["umap"])
@@ -159,7 +159,7 @@ class RankRecordingReport(DomainShiftReport):
 def test_ddp_spawn_only_rank_zero_writes(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    report = RankRecordingReport(features="encoder", methods=["pca"], dirpath=str(out), dpi=30)
+    report = RankRecordingReport(backbone="encoder", methods=["pca"], dirpath=str(out), dpi=30)
     monitor = NegativeTransferMonitor("val/target/acc", baseline=0.99, action="stop")
     trainer(
         tmp_path,
@@ -181,3 +181,36 @@ def test_ddp_spawn_only_rank_zero_writes(tmp_path):
     ]
     pads = [json.loads((out / f"results_rank{r}.json").read_text()) for r in (0, 1)]
     assert pads[0] == pads[1] and len(pads[0]) == 2  # broadcast: every rank holds the same results
+
+
+class ImageDicts(torch.utils.data.Dataset):
+    """Dict samples keyed ``image`` and ``label`` (the batch contract's names)."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x, y = self.data[i]
+        return {"label": y, "image": x}
+
+
+def test_image_keyed_dict_batches(tmp_path):
+    source, target = ImageDicts(domain(48, 0.0, 1)), ImageDicts(domain(48, 6.0, 2))
+    feats, labels = extract_features(nn.Identity(), DataLoader(source, batch_size=16))
+    assert torch.equal(feats, source.data.tensors[0]) and torch.equal(labels, source.data.tensors[1])
+    report = DomainShiftReport(
+        backbone="encoder",
+        source_dataloader=DataLoader(source, batch_size=16),
+        target_dataloader=DataLoader(target, batch_size=16),
+        methods=["pca"],
+        at_end=False,
+        dirpath=str(tmp_path / "out"),
+        dpi=30,
+    )
+    torch.manual_seed(0)
+    trainer(tmp_path, [report], logger=False).fit(Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16))
+    (result,) = report.results
+    assert result.num_source == result.num_target == 48 and result.pad > 1.5

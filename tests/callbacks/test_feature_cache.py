@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,11 +24,11 @@ from tests.conftest import make_tiny_backbone
 class Probe(pl.LightningModule):
     """Any LightningModule with a ``backbone`` attribute (not ours): counts backbone samples."""
 
-    def __init__(self, frozen: bool = True, lr: float = 0.1) -> None:
+    def __init__(self, frozen: bool = True, lr: float = 0.1, num_classes: int = 3) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.backbone = make_tiny_backbone()
-        self.head = nn.Linear(8, 3)
+        self.head = nn.Linear(8, num_classes)
         self.lr = lr
         self.backbone.requires_grad_(not frozen)
         self.backbone.eval()  # frozen BatchNorm: running statistics, no batch dependence
@@ -358,3 +359,176 @@ def test_dict_batches_with_input_key() -> None:
     with pytest.warns(UserWarning, match="field 'name'.*is a list, not a tensor"):
         fit(model, [cache], epochs=2).fit(model, DataLoader(DictImages(True), batch_size=8))
     assert cache.builds == 0 and model.backbone_samples == 8 + 2 * 24  # one build batch, then uncached
+
+
+def test_dict_batches_keyed_image_follow_the_batch_contract() -> None:
+    """input_key=None (the default) finds the input of an ``image``-keyed dict batch."""
+    heads = []
+    for cache in (None, FeatureCache()):
+        pl.seed_everything(0, verbose=False)
+        model = DictProbe()
+        fit(model, [cache] if cache else [], epochs=2).fit(
+            model, DataLoader(DictImages(False), batch_size=8, shuffle=True)
+        )
+        heads.append(model.head.weight.detach().clone())
+    torch.testing.assert_close(heads[0], heads[1], rtol=1e-5, atol=1e-6)
+    assert model.backbone_samples == 24 and cache is not None and cache.builds == 1
+
+
+# ------------------------------------------------------------------ typed cached batches
+class IndexedRows(Dataset):
+    """Tabular rows ``(x, y, index)``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i], torch.tensor(i)
+
+
+class TabularProbe(pl.LightningModule):
+    """A frozen ``Linear(5, 4)`` backbone on 5-column rows, so a cached batch of 4 features plus
+    an index column (the old disguised form) has the very shape of an input batch. Each step
+    also passes the backbone such a plain tensor, made of the cached rows' features and indices."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Linear(5, 4).requires_grad_(False)
+        self.head = nn.Linear(4, 2)
+        self.register_buffer("table", self.backbone(x).detach())  # every row's features
+        self.checks: list[bool] = []
+        self.cached_inputs = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, index = batch
+        self.cached_inputs += int(type(x).__name__ == "CachedFeatures")
+        lookalike = torch.cat([self.table[index], index[:, None].float()], dim=1)
+        out = self.backbone(lookalike)
+        self.checks.append(torch.equal(out, F.linear(lookalike, self.backbone.weight, self.backbone.bias)))
+        return F.cross_entropy(self.head(self.backbone(x)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.head.parameters(), lr=0.1)
+
+
+def test_a_plain_tensor_shaped_like_a_cached_batch_is_never_taken_for_one() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 5, generator=generator), torch.randint(0, 2, (24,), generator=generator)
+    model, cache = TabularProbe(x), FeatureCache()
+    fit(model, [cache], epochs=3).fit(model, DataLoader(IndexedRows(x, y), batch_size=6, shuffle=True))
+    assert len(model.checks) == 3 * 4 and all(model.checks)  # the backbone ran on every plain tensor
+    assert cache.builds == 1 and model.cached_inputs == 3 * 4  # every batch was served from the cache
+
+
+def test_cached_features_survive_collate_workers_pickling_and_moves() -> None:
+    import pickle
+
+    from lt_transfer.callbacks.feature_cache import CachedFeatures
+
+    class Rows(Dataset):
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int) -> tuple[CachedFeatures, torch.Tensor]:
+            features = CachedFeatures(torch.full((3,), float(i)), torch.tensor(i), cache_id=7)
+            return features, torch.tensor(i % 2)
+
+    for workers in (0, 2):
+        loader = DataLoader(Rows(), batch_size=4, shuffle=True, num_workers=workers, pin_memory=False)
+        for x, _ in loader:
+            assert isinstance(x, CachedFeatures) and x.cache_id == 7
+            assert x.sample_indices.tolist() == x[:, 0].long().tolist()
+    x = pickle.loads(pickle.dumps(x))
+    assert isinstance(x, CachedFeatures) and x.sample_indices.tolist() == x[:, 0].long().tolist()
+    half = x.to(torch.bfloat16)
+    assert isinstance(half, CachedFeatures) and half.dtype == torch.bfloat16
+    assert half.sample_indices.dtype == torch.long  # a dtype move leaves the indices alone
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    moved = move_data_to_device({"image": x.detach().clone()}, torch.device("cpu"))
+    assert isinstance(moved["image"], CachedFeatures)
+    if torch.cuda.is_available():
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        pinned = pin_memory([x])[0]
+        assert isinstance(pinned, CachedFeatures) and pinned.is_pinned() and pinned.sample_indices.is_pinned()
+        on_gpu = move_data_to_device(pinned, torch.device("cuda"))
+        assert isinstance(on_gpu, CachedFeatures) and on_gpu.sample_indices.is_cuda
+    # anything computed from cached features is a plain tensor
+    for derived in (x[:1], x * 1, x.sum(1), torch.cat([x, x]), x.features):
+        assert type(derived) is torch.Tensor
+
+
+# ------------------------------------------------------------------ persistent workers
+def test_persistent_workers_of_our_datamodule_build_once_and_serve() -> None:
+    """DigitsDataModule sets persistent_workers=True with num_workers > 0: the cache still applies."""
+    from lt_transfer.data import DigitsDataModule
+
+    class Count(Callback):
+        def __init__(self) -> None:
+            self.per_epoch: list[int] = []
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            self.per_epoch.append(pl_module.backbone_samples)
+
+    def run_digits(cache: FeatureCache | None) -> tuple[Probe, Count]:
+        pl.seed_everything(0, verbose=False)
+        model, count = Probe(num_classes=10), Count()
+        data = DigitsDataModule(
+            "sklearn_digits", image_size=8, labels_per_class=2, val_samples=10, batch_size=5, num_workers=2
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="FeatureCache")  # e.g. "not caching the train data"
+            fit(model, ([cache] if cache else []) + [count], epochs=3).fit(model, datamodule=data)
+        return model, count
+
+    plain, _ = run_digits(None)
+    cache = FeatureCache()
+    cached, count = run_digits(cache)
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=1e-5, atol=1e-6)
+    assert plain.backbone_samples == 3 * 20 + 3 * 10
+    # build passes (20 train + 10 val) and the first validation run (its workers predate the
+    # cache); nothing in later epochs
+    assert count.per_epoch == [20 + 10 + 10] * 3
+    assert cache.builds == 2 and cache.invalidations == 0
+
+
+class Schedule(Callback):
+    """Unfreezes the backbone at epoch ``unfreeze`` and freezes it again at epoch ``refreeze``."""
+
+    def __init__(self, unfreeze: int, refreeze: int) -> None:
+        self.unfreeze, self.refreeze = unfreeze, refreeze
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.current_epoch == self.unfreeze:
+            pl_module.backbone.requires_grad_(True)
+            pl_module.backbone.train()
+        if trainer.current_epoch == self.refreeze:
+            pl_module.backbone.requires_grad_(False)
+            pl_module.backbone.eval()
+
+
+@pytest.mark.parametrize("cache_first", [True, False])
+def test_persistent_workers_follow_unfreeze_and_rebuild(cache_first: bool) -> None:
+    def run_schedule(cache: FeatureCache | None) -> Probe:
+        pl.seed_everything(0, verbose=False)
+        model = Probe()
+        train, val = loaders(n=24, val=8)
+        train = DataLoader(train.dataset, batch_size=8, shuffle=True, num_workers=2, persistent_workers=True)
+        val = DataLoader(val.dataset, batch_size=8, num_workers=1, persistent_workers=True)
+        callbacks: list[Callback] = [Schedule(unfreeze=1, refreeze=2)]
+        if cache is not None:
+            callbacks = [cache, *callbacks] if cache_first else [*callbacks, cache]
+        fit(model, callbacks, epochs=4).fit(model, train, val)
+        return model
+
+    plain = run_schedule(None)
+    cache = FeatureCache()
+    cached = run_schedule(cache)
+    for a, b in zip(cached.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert cache.invalidations == 1 and cache.builds == 4  # train + val, before and after the unfreeze

@@ -1,0 +1,85 @@
+"""The domain-shift report as a plain function: proxy A-distance, embedding figure and features.
+
+The **proxy A-distance** (PAD, Ben-David et al. 2006/2010; see
+:mod:`lt_transfer.metrics.proxy_a_distance`) between source and target feature vectors: 0 =
+a linear classifier cannot tell the domains apart, 2 = perfectly separable. It works on any
+feature function and any loaders, with or without Lightning; :class:`DomainShiftReport`
+calls it during training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from lt_transfer.callbacks.domain_report.embedding import EmbeddingMethod
+from lt_transfer.callbacks.domain_report.features import extract_features
+from lt_transfer.callbacks.domain_report.plotting import plot_domain_embedding
+from lt_transfer.metrics.proxy_a_distance import proxy_a_distance
+
+__all__ = ["domain_shift_report"]
+
+
+def domain_shift_report(
+    fn: Callable[[Any], torch.Tensor],
+    source_loader: Iterable,
+    target_loader: Iterable,
+    max_samples: int | None = 500,
+    methods: Sequence[EmbeddingMethod] = ("pca",),
+    title: str = "",
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[float, Any, dict[str, torch.Tensor | None]]:
+    """Proxy A-distance, embedding figure and the features themselves, for any feature function.
+
+    Args:
+        fn: maps a batch input to ``(N, D)`` features (``(N, C, H, W)`` is average-pooled).
+        source_loader: source-domain batches (read by the batch contract).
+        target_loader: target-domain batches.
+        max_samples: most samples per domain (``None``: all).
+        methods: embeddings to draw, ``"pca"`` and/or ``"tsne"``.
+        title: figure title (the distance is appended).
+        figsize: figure size in inches (default ``(9, 3.8 per method)``).
+        dpi: figure resolution.
+        seed: seed of the PAD split and of t-SNE.
+        device: where ``fn`` runs.
+
+    Raises:
+        ValueError: an empty loader, or source and target features of different widths.
+
+    Returns:
+        ``(pad, figure, data)`` where ``data`` holds ``source``, ``target`` features and
+        ``source_labels``, ``target_labels`` (``None`` when a loader has no labels).
+
+    Example:
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> g = torch.Generator().manual_seed(0)
+        >>> src = DataLoader(TensorDataset(torch.randn(64, 4, generator=g)), batch_size=32)
+        >>> tgt = DataLoader(TensorDataset(torch.randn(64, 4, generator=g) + 8), batch_size=32)
+        >>> pad, fig, data = domain_shift_report(torch.nn.Identity(), src, tgt, figsize=(4, 2), dpi=40)
+        >>> pad, data["source"].shape
+        (2.0, torch.Size([64, 4]))
+    """
+    source, source_labels = extract_features(fn, source_loader, max_samples, device)
+    target, target_labels = extract_features(fn, target_loader, max_samples, device)
+    if source.shape[1] != target.shape[1]:
+        raise ValueError(
+            f"DomainShiftReport: source features {tuple(source.shape)} and target features "
+            f"{tuple(target.shape)} differ in width; both domains must go through the same network."
+        )
+    pad = float(proxy_a_distance(source, target, seed=seed))
+    full_title = f"{title}  proxy A-distance = {pad:.2f}".strip()
+    figure = plot_domain_embedding(
+        source, target, source_labels, target_labels, methods, full_title, figsize, dpi, seed
+    )
+    data = {
+        "source": source,
+        "target": target,
+        "source_labels": source_labels,
+        "target_labels": target_labels,
+    }
+    return pad, figure, data
