@@ -78,9 +78,9 @@ def test_frozen_batchnorm_running_stats_bit_identical_through_fit_and_validate()
     assert model.head.training
 
 
-def test_train_bn_lets_frozen_batchnorm_update_statistics() -> None:
+def test_frozen_mode_train_lets_frozen_batchnorm_update_statistics() -> None:
     model = TransferClassifier(
-        make_tiny_backbone(), num_classes=3, finetune="frozen", train_bn=True, optimizer=sgd
+        make_tiny_backbone(), num_classes=3, finetune="frozen", frozen_mode="train", optimizer=sgd
     )
     before = model.backbone.model.stem[1].running_mean.clone()
     trainer(limit_train_batches=2).fit(model, make_loader())

@@ -143,10 +143,8 @@ def test_bad_input(tiny_bert: Path) -> None:
 def test_progressive_unfreezing_works_on_text_layer_groups(tiny_bert: Path) -> None:
     from lt_transfer import ProgressiveUnfreezing
 
-    callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1], groups_per_step=1, lr_scale=1.0)
-    model = TextClassifier(
-        f"hf/{tiny_bert}", finetune="frozen", optimizer=partial(torch.optim.AdamW, lr=1e-2)
-    )
+    callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1], groups_per_step=1, backbone_lr_scale=1.0)
+    model = TextClassifier(f"hf/{tiny_bert}", finetune="full", optimizer=partial(torch.optim.AdamW, lr=1e-2))
     assert callback.plan_for(model) == [(1, ["layer.1"])]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _trainer(max_steps=-1, max_epochs=2, callbacks=[callback]).fit(model, _data(tiny_bert))
