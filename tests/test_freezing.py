@@ -94,3 +94,8 @@ def test_errors_name_the_problem() -> None:
         freeze(net, "encoder", pattern="x")
     with pytest.raises(ValueError, match="backbone='backbone'.*module.backbone"):
         resolve_layer_groups(net)
+
+
+def test_frozen_mode_must_be_eval_or_train() -> None:
+    with pytest.raises(ValueError, match="frozen_mode='keep'.*'eval'.*'train'"):
+        freeze(_net(), "encoder", frozen_mode="keep")  # type: ignore[arg-type]

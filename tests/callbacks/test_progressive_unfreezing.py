@@ -541,3 +541,61 @@ def test_warmup_scales_only_inside_the_optimizer_step(tmp_path: Path) -> None:
     assert all(
         lrs[-1] == pytest.approx(0.05) for lrs in recorder.lrs[STEPS_PER_EPOCH:]
     )  # scheduled lr untouched
+
+
+# ------------------------------------------------------- the model's lr policy
+def _classifier(**kwargs) -> pl.LightningModule:
+    from lt_transfer import Backbone, TransferClassifier
+
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    pretrained = kwargs.pop("pretrained", False)
+    return TransferClassifier(
+        Backbone(trunk, 8, pretrained=pretrained),
+        num_classes=2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        **kwargs,
+    )
+
+
+def _unfrozen_lrs(tmp_path: Path, model: pl.LightningModule, callback: ProgressiveUnfreezing) -> dict:
+    _trainer(tmp_path, [callback], max_epochs=3).fit(model, _loader())
+    groups = model.trainer.optimizers[0].param_groups
+    return {g["name"]: g["lr"] for g in groups if not g["name"].endswith(".no_decay")}
+
+
+def test_callback_takes_the_models_backbone_lr_scale_and_layer_decay(tmp_path: Path) -> None:
+    """The model's finetune policy is no longer silently replaced by the callback's own defaults."""
+    model = _classifier(backbone_lr_scale=0.5, layer_decay=0.5)
+    lrs = _unfrozen_lrs(tmp_path, model, ProgressiveUnfreezing([1, 2], groups_per_step=2))
+    assert lrs == pytest.approx({"head": 0.1, "backbone.4": 0.05, "backbone.2": 0.025, "backbone.0": 0.0125})
+    # nothing given anywhere: the model's resolved defaults (1.0 from scratch, 0.1 pretrained)
+    scratch = _unfrozen_lrs(tmp_path, _classifier(), ProgressiveUnfreezing(1))
+    assert scratch["backbone.0"] == pytest.approx(0.1)
+    pretrained = _unfrozen_lrs(tmp_path, _classifier(pretrained=True), ProgressiveUnfreezing(1))
+    assert pretrained["backbone.0"] == pytest.approx(0.01)
+    # given on the callback only (or equal on both): the callback's
+    only_callback = _unfrozen_lrs(tmp_path, _classifier(), ProgressiveUnfreezing(1, backbone_lr_scale=0.3))
+    assert only_callback["backbone.0"] == pytest.approx(0.03)
+    both = _unfrozen_lrs(tmp_path, _classifier(layer_decay=0.5), ProgressiveUnfreezing(1, layer_decay=0.5))
+    assert both["backbone.0"] == pytest.approx(0.1 * 0.25)
+
+
+def test_conflicting_lr_settings_and_non_full_finetune_are_errors(tmp_path: Path) -> None:
+    cases = [
+        (_classifier(backbone_lr_scale=0.5), ProgressiveUnfreezing(1, backbone_lr_scale=0.3),
+         r"ProgressiveUnfreezing\(backbone_lr_scale=0.3\) and TransferClassifier\(backbone_lr_scale=0.5\) "
+         "disagree; set it in one place"),
+        (_classifier(layer_decay=0.9), ProgressiveUnfreezing(1, layer_decay=0.8), "decay=0.8.*disagree"),
+        (_classifier(finetune="frozen"), ProgressiveUnfreezing(1), "finetune='frozen'.*finetune='full'"),
+        (_classifier(finetune="partial", trainable_groups=1), ProgressiveUnfreezing(1), "finetune='partial'"),
+    ]  # fmt: skip
+    for model, callback, match in cases:
+        with pytest.raises(ValueError, match=match):
+            _trainer(tmp_path, [callback], max_epochs=1).fit(model, _loader())
+
+
+def test_frozen_mode_must_be_eval_or_train() -> None:
+    with pytest.raises(ValueError, match="frozen_mode='frozen'"):
+        ProgressiveUnfreezing(1, frozen_mode="frozen")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="layer_decay=0"):
+        ProgressiveUnfreezing(1, layer_decay=0)

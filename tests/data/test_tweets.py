@@ -55,7 +55,8 @@ def test_shift_datamodule_pairs_labelled_source_with_unlabelled_target() -> None
     # tokenizer dicts (no packed tensors); target without labels; each domain padded on its own
     assert set(source) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert set(target) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert source["input_ids"].shape[0] == target["input_ids"].shape[0] == 4 and source["labels"].shape == (4,)
+    assert source["input_ids"].shape[0] == target["input_ids"].shape[0] == 4
+    assert source["labels"].shape == (4,)
     lengths = {b[domain]["input_ids"].shape[1] for b in batches for domain in ("source", "target")}
     assert max(lengths) <= 64 and len(lengths) > 1  # dynamic padding
     val = next(iter(dm.val_dataloader()[1]))

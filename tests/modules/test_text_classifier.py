@@ -134,6 +134,10 @@ def test_bad_input(tiny_bert: Path) -> None:
         TextClassifier(spec, finetune="partial", trainable_groups=4)
     with pytest.raises(ValueError, match="only applies to finetune='lora'"):
         TextClassifier(spec, lora_r=4)
+    with pytest.raises(ValueError, match="lora_r=8, lora_dropout=0.1\\) only applies to finetune='lora'"):
+        TextClassifier(spec, lora_r=8, lora_dropout=0.1)  # the LoRA defaults are not silently accepted
+    with pytest.raises(ValueError, match="model_class=...\\) only apply to a spec-string backbone"):
+        TextClassifier(TextClassifier(spec).backbone, model_class="auto")
     with pytest.raises(ValueError, match="needs finetune='partial'"):
         TextClassifier(spec, frozen_layers=1)
     with pytest.raises(ValueError, match="must be 'hf/"):
@@ -179,3 +183,11 @@ def test_bf16_mixed_training_step_is_finite(tiny_bert: Path) -> None:
     trainer = _trainer(max_steps=2, precision="bf16-mixed", limit_val_batches=1)
     trainer.fit(model, _data(tiny_bert, batch_size=3))
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_backbone_lr_scale_default_is_lower_for_the_pretrained_encoder(tiny_bert: Path) -> None:
+    model = TextClassifier(f"hf/{tiny_bert}", num_classes=2)
+    assert (model.hparams.backbone_lr_scale, model.backbone_lr_scale) == (None, 0.1)
+    assert (model.hparams.lora_r, model.hparams.model_class) == (None, None)
+    scales = {g["name"]: g["lr_scale"] for g in model.param_groups()}
+    assert scales["backbone.layer.1"] == 0.1 and scales["head"] == 1.0
