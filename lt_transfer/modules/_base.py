@@ -119,6 +119,16 @@ class ClassificationModule(LightningModule):
 
         The default builds the ``scheduler`` factory's scheduler with ``scheduler_interval``
         and ``scheduler_monitor``; override it for a module's own schedule.
+
+        Example:
+            >>> from functools import partial
+            >>> from lt_transfer import TransferClassifier
+            >>> from lt_transfer.backbones import Backbone
+            >>> model = TransferClassifier(Backbone(nn.Linear(4, 4), 4), num_classes=2,
+            ...                            scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1))
+            >>> config = model.configure_optimizers()["lr_scheduler"]
+            >>> type(config["scheduler"]).__name__, config["interval"], config["monitor"]
+            ('StepLR', 'epoch', 'val/loss')
         """
         if self.scheduler_factory is None:
             return None

@@ -10,7 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
-from lt_transfer.batches import split_batch
+from lt_transfer.batches import Input, split_batch
 from lt_transfer.modules._base import ClassificationModule
 from lt_transfer.optim import (
     layerwise_lr_scales,
@@ -179,7 +179,7 @@ class TransferClassifier(ClassificationModule):
         """The layer-wise lr decay in use (``hparams.layer_decay`` resolved; 1.0 = none)."""
         return self._layer_decay
 
-    def forward(self, x: Any) -> torch.Tensor:
+    def forward(self, x: Input) -> torch.Tensor:
         """Return class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
         return self.head(self.backbone(x))
 

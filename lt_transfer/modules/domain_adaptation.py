@@ -33,7 +33,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from lt_transfer.backbones import Backbone, build_backbone
-from lt_transfer.batches import Batch, batch_size, concat_inputs, slice_input, split_domain_batch
+from lt_transfer.batches import Batch, Input, batch_size, concat_inputs, slice_input, split_domain_batch
 from lt_transfer.losses.adversarial import (
     CoefficientSchedule,
     DomainAdversarialLoss,
@@ -292,7 +292,7 @@ class DomainAdaptationModule(ClassificationModule):
         """The backbone learning-rate scale in use (``hparams.backbone_lr_scale`` resolved)."""
         return self._backbone_lr_scale
 
-    def forward(self, x: Any) -> torch.Tensor:
+    def forward(self, x: Input) -> torch.Tensor:
         """Class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
         return self.head(self.backbone(x))
 
