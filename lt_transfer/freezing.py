@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -158,17 +159,17 @@ def freeze(
     pattern: str | re.Pattern[str] | None = None,
     groups: int | Sequence[int] | None = None,
     backbone: str | None = None,
-    train_bn: bool = False,
+    frozen_mode: Literal["eval", "train"] = "eval",
 ) -> list[str]:
     """Stop training part of ``module``: ``requires_grad=False`` and eval mode.
 
     Select what to freeze with exactly one of ``path`` (attribute path of a sub-module),
     ``pattern`` (regular expression searched in parameter names) or ``groups`` (layer-group
     index or indices, see :func:`resolve_layer_groups`); with none of them the whole module
-    is frozen. Selected sub-modules are put in eval mode (BatchNorm keeps and uses its
-    running statistics, dropout is off) unless ``train_bn``. A ``pattern`` selects
-    parameters, not modules, so it changes no mode. Note that ``module.train()`` resets the
-    modes; :class:`~lt_transfer.TransferClassifier` and
+    is frozen. Selected sub-modules are put in ``frozen_mode``: ``"eval"`` (BatchNorm keeps and
+    uses its running statistics, dropout is off) or ``"train"`` (their mode is left as it is).
+    A ``pattern`` selects parameters, not modules, so it changes no mode. Note that
+    ``module.train()`` resets the modes; :class:`~lt_transfer.TransferClassifier` and
     :class:`~lt_transfer.callbacks.ProgressiveUnfreezing` re-apply eval mode themselves.
 
     Returns:
@@ -176,7 +177,7 @@ def freeze(
 
     Raises:
         ValueError: several selectors, an unknown path, a pattern that matches nothing, a
-            group index out of range.
+            group index out of range, a ``frozen_mode`` other than ``"eval"``/``"train"``.
 
     Example:
         >>> from torch import nn
@@ -190,10 +191,15 @@ def freeze(
         >>> [n for n, p in net.named_parameters() if p.requires_grad]
         ['2.weight', '2.bias']
     """
+    if frozen_mode not in ("eval", "train"):
+        raise ValueError(
+            f"freeze(frozen_mode={frozen_mode!r}) must be 'eval' (BatchNorm keeps its running statistics, "
+            "dropout off) or 'train' (modes left as they are)."
+        )
     selected, modules = _select(module, path, pattern, groups, backbone, "freeze")
     for _, param in selected:
         param.requires_grad_(False)
-    if not train_bn:
+    if frozen_mode == "eval":
         for sub in modules:
             sub.eval()
     return [name for name, _ in selected]

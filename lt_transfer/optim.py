@@ -10,6 +10,7 @@ Biases and normalisation weights go to groups with ``weight_decay=0`` (Loshchilo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from torch import nn
@@ -17,11 +18,17 @@ from torch.optim import Optimizer
 
 __all__ = [
     "NORM_LAYER_TYPES",
+    "PRETRAINED_BACKBONE_LR_SCALE",
     "no_decay_parameter_ids",
     "layerwise_lr_scales",
     "param_groups_for",
     "apply_lr_scales",
+    "resolve_backbone_lr_scale",
+    "resolve_layer_decay",
 ]
+
+#: The backbone learning-rate scale used when none is given and the backbone is pretrained.
+PRETRAINED_BACKBONE_LR_SCALE = 0.1
 
 NORM_LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,
@@ -70,6 +77,58 @@ def layerwise_lr_scales(num_groups: int, backbone_lr_scale: float, layer_decay: 
     if not 0 < layer_decay <= 1:
         raise ValueError(f"layer_decay={layer_decay} must be in (0, 1]; 1 disables the decay.")
     return [backbone_lr_scale * layer_decay ** (num_groups - 1 - i) for i in range(num_groups)]
+
+
+def resolve_backbone_lr_scale(value: float | None, pretrained: bool, owner: str = "") -> float:
+    """The backbone learning-rate scale to use: ``value``, or the default when it is ``None``.
+
+    The default is :data:`PRETRAINED_BACKBONE_LR_SCALE` (0.1) for a pretrained backbone (a
+    lower rate keeps the pretrained features) and 1.0 for one trained from scratch.
+
+    Args:
+        value: the scale the user gave, or ``None``.
+        pretrained: whether the backbone holds pretrained weights (``Backbone.pretrained``).
+        owner: who asks, for error messages (e.g. ``"TransferClassifier"``).
+
+    Raises:
+        ValueError: a negative or non-finite scale.
+
+    Example:
+        >>> resolve_backbone_lr_scale(None, pretrained=True), resolve_backbone_lr_scale(None, False)
+        (0.1, 1.0)
+        >>> resolve_backbone_lr_scale(0.3, pretrained=True)
+        0.3
+    """
+    if value is None:
+        return PRETRAINED_BACKBONE_LR_SCALE if pretrained else 1.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{owner}(backbone_lr_scale={value!r}) must be a finite number >= 0 (1.0 = the head's lr), "
+            "or None for the default (0.1 for a pretrained backbone, 1.0 otherwise)."
+        )
+    return float(value)
+
+
+def resolve_layer_decay(value: float | None, owner: str = "") -> float:
+    """The layer-wise lr decay to use: ``value``, or 1.0 (no decay) when it is ``None``.
+
+    Raises:
+        ValueError: a value outside ``(0, 1]``.
+
+    Example:
+        >>> resolve_layer_decay(None), resolve_layer_decay(0.8)
+        (1.0, 0.8)
+    """
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"{owner}(layer_decay={value!r}) must be in (0, 1]; 1 (or None) disables the decay.")
+    return float(value)
 
 
 def param_groups_for(

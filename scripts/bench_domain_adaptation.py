@@ -75,7 +75,7 @@ def run_one(shift: str, method: str, seed: int, args: argparse.Namespace, trade_
         joint_forward=not args.separate_bn,
         **dann_kwargs,
         method="source_only" if method == "oracle" else method,
-        trade_off=trade_off if method in ("dann", "mmd", "coral") else 1.0,
+        trade_off=trade_off if method in ("dann", "mmd", "coral") else None,  # source_only has no term
         optimizer=lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4),
         lr_annealing=True,
     )

@@ -115,7 +115,7 @@ def speed_worker(method: str, steps: int) -> dict:
     callbacks: list[pl.Callback] = [timer]
     progressive = None
     if method == "progressive":
-        progressive = TimedProgressive(unfreeze_at_epoch=1, lr_scale=0.1)
+        progressive = TimedProgressive(unfreeze_at_epoch=1, backbone_lr_scale=0.1)
         callbacks.insert(0, progressive)
     elif method.startswith("backbone_finetuning"):
         callbacks.insert(
@@ -222,7 +222,7 @@ def _fts_available() -> bool:
 def _setup(kind: str, max_epochs: int, unfreeze_at: int = 1, ckpt_dir: Path | None = None) -> tuple:
     """Model class, callbacks, val loader and trainer kwargs for one method on the tiny model."""
     if kind == "ours":
-        return Tiny, [ProgressiveUnfreezing(unfreeze_at_epoch=unfreeze_at, lr_scale=0.1)], None, {}
+        return Tiny, [ProgressiveUnfreezing(unfreeze_at_epoch=unfreeze_at, backbone_lr_scale=0.1)], None, {}
     if kind == "backbone_finetuning":
         return Tiny, [BackboneFinetuning(unfreeze_backbone_at_epoch=unfreeze_at)], None, {}
     import logging
@@ -446,7 +446,8 @@ def accuracy_run(
         num_classes=10,
         weights=MOBILENET_V2_IMAGENET,
         finetune=finetune,
-        backbone_lr_scale=backbone_lr_scale,
+        # with the callback, its own backbone_lr_scale applies (it would conflict with the model's)
+        backbone_lr_scale=None if method == "progressive" else backbone_lr_scale,
         optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=weight_decay),
     )
     callbacks = []
@@ -467,16 +468,16 @@ def accuracy_run(
 def progressive_kwargs(args: argparse.Namespace | None) -> dict:
     """ProgressiveUnfreezing arguments of the accuracy section (defaults: the original schedule)."""
     if args is None:
-        return dict(unfreeze_at_epoch=2, every_n_epochs=1, groups_per_step=4, lr_scale=0.1)
+        return dict(unfreeze_at_epoch=2, every_n_epochs=1, groups_per_step=4, backbone_lr_scale=0.1)
     every = args.pu_every_n_epochs or None
     milestones = args.pu_unfreeze_at
     return dict(
         unfreeze_at_epoch=milestones[0] if every or len(milestones) == 1 else milestones,
         every_n_epochs=every,
         groups_per_step=args.pu_groups_per_step or None,
-        lr_scale=args.backbone_lr_scale if args.pu_lr_scale is None else args.pu_lr_scale,
+        backbone_lr_scale=args.backbone_lr_scale if args.pu_lr_scale is None else args.pu_lr_scale,
         warmup_epochs=args.pu_warmup_epochs,
-        train_bn=args.pu_train_bn,
+        frozen_mode="train" if args.pu_train_bn else "eval",
     )
 
 

@@ -33,9 +33,9 @@ def test_freeze_by_path_sets_eval_and_no_grad() -> None:
     assert torch.equal(net.encoder[1].running_mean, before)
 
 
-def test_freeze_train_bn_keeps_train_mode() -> None:
+def test_freeze_frozen_mode_train_keeps_train_mode() -> None:
     net = _net()
-    freeze(net, "encoder", train_bn=True)
+    freeze(net, "encoder", frozen_mode="train")
     assert net.encoder[1].training
     assert _trainable(net) == ["head.weight", "head.bias"]
 
@@ -94,3 +94,8 @@ def test_errors_name_the_problem() -> None:
         freeze(net, "encoder", pattern="x")
     with pytest.raises(ValueError, match="backbone='backbone'.*module.backbone"):
         resolve_layer_groups(net)
+
+
+def test_frozen_mode_must_be_eval_or_train() -> None:
+    with pytest.raises(ValueError, match="frozen_mode='keep'.*'eval'.*'train'"):
+        freeze(_net(), "encoder", frozen_mode="keep")  # type: ignore[arg-type]

@@ -40,6 +40,10 @@ def test_lora_trains_only_adapters_and_head_and_reloads_from_a_small_checkpoint(
         save_trainable_only=True,
         optimizer=partial(torch.optim.AdamW, lr=1e-2),
     )
+    # hparams keep what was passed; new adapters train at the head's lr unless told otherwise
+    assert model.hparams.lora_dropout is None and model.hparams.backbone_lr_scale is None
+    assert model.backbone_lr_scale == 1.0
+    assert {g["lr_scale"] for g in model.param_groups()} == {1.0}
     adapters = {f"backbone.model.{n}" for n in lora_parameter_names(model.backbone.model)}
     assert len(adapters) == 2 * 2 * 2  # 2 layers x (query, value) x (A, B)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -169,23 +169,16 @@ class HFBackbone(Backbone):
     def forward(self, x: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Return pooled features ``(N, num_features)``.
 
-        ``x`` is a tokenizer batch (a mapping with ``input_ids``, ``attention_mask`` ...),
-        an ``input_ids`` tensor ``(N, L)`` (no padding mask), or a packed tensor ``(N, 2, L)``
-        holding ``input_ids`` and ``attention_mask``: the tensor form for modules that expect
-        tensor batches (e.g. :class:`~lt_transfer.DomainAdaptationModule` concatenates source
-        and target inputs).
+        ``x`` is a tokenizer batch (a mapping with ``input_ids``, ``attention_mask`` ...) or an
+        ``input_ids`` tensor ``(N, L)`` (no padding mask).
         """
         if isinstance(x, torch.Tensor):
-            if x.dim() == 3 and x.shape[1] == 2:  # packed (N, 2, L): input_ids and attention_mask
-                inputs = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
-            elif x.dim() == 2:
-                inputs = {"input_ids": x}
-            else:
+            if x.dim() != 2:
                 raise ValueError(
-                    f"{self.name}: a tensor input must be input_ids (N, L) or packed (N, 2, L) "
-                    "[input_ids, attention_mask] (see lt_transfer.data.text.pack_batch), got "
-                    f"{tuple(x.shape)}."
+                    f"{self.name}: a tensor input must be input_ids (N, L), got {tuple(x.shape)}; pass "
+                    "the tokenizer's output dict to use an attention mask."
                 )
+            inputs = {"input_ids": x}
         elif isinstance(x, Mapping):
             inputs = {k: x[k] for k in MODEL_INPUT_KEYS if k in x}
             if "input_ids" not in inputs:

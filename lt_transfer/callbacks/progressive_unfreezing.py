@@ -7,7 +7,7 @@ Model Fine-tuning for Text Classification", ACL 2018) and of Lightning's
 
 * **frozen means frozen**: frozen groups have ``requires_grad=False`` (no backward through
   them) and their modules stay in eval mode (BatchNorm neither uses batch statistics nor
-  updates its running statistics) unless ``train_bn=True``;
+  updates its running statistics) unless ``frozen_mode="train"``;
 * **schedulers**: each group added to the optimizer gets its entries in every attached lr
   scheduler (``base_lrs``, ``lr_lambdas``, ``min_lrs``, OneCycleLR's per-group keys), so it
   is scheduled as if it had been there from the start; an unknown scheduler is an error at
@@ -18,7 +18,14 @@ Model Fine-tuning for Text Classification", ACL 2018) and of Lightning's
 * **DDP**: ``DistributedDataParallel`` only reduces gradients of parameters that required
   grad when it was built, so ranks drift apart after an unfreeze (Lightning #20340). After
   each unfreeze the model is wrapped again (a new reducer over the now-trainable
-  parameters; one broadcast per unfreeze, no cost in between);
+  parameters; one broadcast per unfreeze, no cost in between;
+  :func:`lt_transfer._lightning_compat.rewrap_ddp`);
+* **the model's learning-rate policy**: with a module that exposes its resolved
+  ``backbone_lr_scale`` / ``layer_decay`` (:class:`~lt_transfer.TransferClassifier`,
+  :class:`~lt_transfer.TextClassifier`, :class:`~lt_transfer.DomainAdaptationModule`), the
+  callback uses them unless it is given its own; two different explicit values are an
+  error, and so is a model whose ``finetune`` is not ``"full"`` (the callback decides what
+  trains);
 * **identity**: parameters are compared by identity, never by value.
 
 Design choice: groups are *added* to the optimizer when they unfreeze (as ``BackboneFinetuning``
@@ -32,7 +39,8 @@ independent reference for every supported scheduler.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
@@ -40,14 +48,17 @@ from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from lt_transfer._lightning_compat import rewrap_ddp
 from lt_transfer.backbones import LayerGroup
 from lt_transfer.callbacks._scheduler_groups import add_scheduled_param_group, check_scheduler_supported
 from lt_transfer.freezing import resolve_layer_groups
-from lt_transfer.optim import no_decay_parameter_ids, param_groups_for
+from lt_transfer.optim import PRETRAINED_BACKBONE_LR_SCALE, no_decay_parameter_ids, param_groups_for
 
 __all__ = ["ProgressiveUnfreezing"]
 
 _STEP_KEY = "unfreeze_step"
+#: The callback's values when neither it nor the module sets them.
+_LR_FALLBACKS = {"backbone_lr_scale": PRETRAINED_BACKBONE_LR_SCALE, "layer_decay": 1.0}
 
 
 class ProgressiveUnfreezing(Callback):
@@ -58,8 +69,14 @@ class ProgressiveUnfreezing(Callback):
     groups, counted from the output end, become trainable and are added to the optimizer as
     named param groups (``"<backbone>.<group>"``, biases and norm weights in
     ``"<backbone>.<group>.no_decay"`` with ``weight_decay=0`` when ``no_decay``), with the
-    learning rate ``lr_scale * layer_decay ** d`` times that of the optimizer's first param
-    group (the head), ``d`` = 0 for the group nearest the head.
+    learning rate ``backbone_lr_scale * layer_decay ** d`` times that of the optimizer's first
+    param group (the head), ``d`` = 0 for the group nearest the head.
+
+    ``backbone_lr_scale`` and ``layer_decay`` default to the module's own (resolved) values
+    when it exposes them as attributes, as :class:`~lt_transfer.TransferClassifier` does, else
+    to 0.1 and 1.0. Setting one on both the callback and the module (its ``hparams``) to
+    different values is an error, and so is a module whose ``hparams.finetune`` is not
+    ``"full"``: the callback decides which groups train.
 
     When to unfreeze:
 
@@ -79,15 +96,18 @@ class ProgressiveUnfreezing(Callback):
         every_n_epochs: gradual mode: epochs between steps.
         groups_per_step: layer groups unfrozen per step (see above).
         backbone: attribute path of the backbone (``None``: ``pl_module.backbone``).
-        lr_scale: lr of the group nearest the head relative to the head's lr.
-        layer_decay: further multiplier per group towards the input (1: no decay).
+        backbone_lr_scale: lr of the group nearest the head relative to the head's lr
+            (``None``: the module's ``backbone_lr_scale``, else 0.1).
+        layer_decay: further multiplier per group towards the input (1: no decay; ``None``:
+            the module's ``layer_decay``, else 1.0).
         warmup_epochs: ramp a newly unfrozen group's lr linearly over this many epochs
             (factor ``(k + 1) / (warmup_epochs + 1)`` in the ``k``-th epoch after its
             unfreeze). It multiplies the scheduled lr inside each ``optimizer.step`` only
             (optimizer step pre/post hooks), so it composes with any scheduler;
             ``LearningRateMonitor`` and checkpoints show the scheduled lr.
-        train_bn: let BatchNorm/dropout in frozen groups run in train mode (BatchNorm then
-            normalises with batch statistics and updates its running statistics).
+        frozen_mode: mode of the modules of frozen groups: ``"eval"`` (BatchNorm uses and keeps
+            its running statistics, dropout off) or ``"train"`` (BatchNorm then normalises
+            with batch statistics and updates its running statistics).
         no_decay: put biases and norm weights of new groups in ``weight_decay=0`` groups.
         optimizer_index: which optimizer receives the groups. ``None`` requires exactly one
             optimizer; with several, pass the index (the others are left untouched).
@@ -98,13 +118,15 @@ class ProgressiveUnfreezing(Callback):
             ``backbone`` attribute (lists what exists), more steps than layer groups,
             frozen parameters already in the optimizer, an unsupported scheduler or strategy
             (DeepSpeed, FSDP), several optimizers without ``optimizer_index``, frozen
-            BatchNorm without running statistics while ``train_bn=False``.
+            BatchNorm without running statistics while ``frozen_mode="eval"``, a module
+            with ``finetune`` other than ``"full"``, or a ``backbone_lr_scale`` /
+            ``layer_decay`` set differently on the callback and the module.
 
     Example:
         >>> import lightning.pytorch as pl
         >>> from lt_transfer import TransferClassifier
         >>> callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1, 2], groups_per_step=2,
-        ...                                  lr_scale=0.1, layer_decay=0.5)
+        ...                                  backbone_lr_scale=0.1, layer_decay=0.5)
         >>> model = TransferClassifier("torchvision/resnet18", num_classes=3)
         >>> callback.plan_for(model)
         [(1, ['layer4', 'layer3']), (2, ['layer2', 'layer1'])]
@@ -116,10 +138,10 @@ class ProgressiveUnfreezing(Callback):
         every_n_epochs: int | None = None,
         groups_per_step: int | None = None,
         backbone: str | None = None,
-        lr_scale: float = 0.1,
-        layer_decay: float = 1.0,
+        backbone_lr_scale: float | None = None,
+        layer_decay: float | None = None,
         warmup_epochs: int = 0,
-        train_bn: bool = False,
+        frozen_mode: Literal["eval", "train"] = "eval",
         no_decay: bool = True,
         optimizer_index: int | None = None,
         verbose: bool = False,
@@ -153,10 +175,30 @@ class ProgressiveUnfreezing(Callback):
             isinstance(groups_per_step, bool) or not isinstance(groups_per_step, int) or groups_per_step < 1
         ):
             raise ValueError(f"{name}(groups_per_step={groups_per_step!r}) must be an int >= 1 or None.")
-        if not (isinstance(lr_scale, (int, float)) and math.isfinite(lr_scale) and lr_scale > 0):
-            raise ValueError(f"{name}(lr_scale={lr_scale!r}) must be a positive number (1.0 = head lr).")
-        if not (isinstance(layer_decay, (int, float)) and 0 < layer_decay <= 1):
-            raise ValueError(f"{name}(layer_decay={layer_decay!r}) must be in (0, 1]; 1 disables the decay.")
+        if backbone_lr_scale is not None and not (
+            isinstance(backbone_lr_scale, (int, float))
+            and not isinstance(backbone_lr_scale, bool)
+            and math.isfinite(backbone_lr_scale)
+            and backbone_lr_scale > 0
+        ):
+            raise ValueError(
+                f"{name}(backbone_lr_scale={backbone_lr_scale!r}) must be a positive number (1.0 = head "
+                "lr) or None (the module's own value, else 0.1)."
+            )
+        if layer_decay is not None and not (
+            isinstance(layer_decay, (int, float))
+            and not isinstance(layer_decay, bool)
+            and 0 < layer_decay <= 1
+        ):
+            raise ValueError(
+                f"{name}(layer_decay={layer_decay!r}) must be in (0, 1] (1 disables the decay) or None "
+                "(the module's own value, else 1.0)."
+            )
+        if frozen_mode not in ("eval", "train"):
+            raise ValueError(
+                f"{name}(frozen_mode={frozen_mode!r}) must be 'eval' (frozen BatchNorm keeps its running "
+                "statistics, dropout off) or 'train'."
+            )
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ValueError(f"{name}(warmup_epochs={warmup_epochs!r}) must be an int >= 0.")
         if optimizer_index is not None and (
@@ -170,10 +212,10 @@ class ProgressiveUnfreezing(Callback):
         self.every_n_epochs = every_n_epochs
         self.groups_per_step = groups_per_step
         self.backbone = backbone
-        self.lr_scale = float(lr_scale)
-        self.layer_decay = float(layer_decay)
+        self.backbone_lr_scale = None if backbone_lr_scale is None else float(backbone_lr_scale)
+        self.layer_decay = None if layer_decay is None else float(layer_decay)
         self.warmup_epochs = warmup_epochs
-        self.train_bn = train_bn
+        self.frozen_mode = frozen_mode
         self.no_decay = no_decay
         self.optimizer_index = optimizer_index
         self.verbose = verbose
@@ -182,6 +224,7 @@ class ProgressiveUnfreezing(Callback):
         self.applied_epochs: list[int] = []
         self._loaded_plan: list[list[Any]] | None = None
         # derived at setup
+        self._lr_settings = dict(_LR_FALLBACKS)
         self._prefix = ""
         self._groups: list[LayerGroup] = []
         self._plan: list[tuple[int, list[int]]] = []
@@ -238,7 +281,39 @@ class ProgressiveUnfreezing(Callback):
 
     def _group_scale(self, index: int) -> float:
         depth = len(self._groups) - 1 - index
-        return self.lr_scale * self.layer_decay**depth
+        return self._lr_settings["backbone_lr_scale"] * self._lr_settings["layer_decay"] ** depth
+
+    def _resolve_lr_settings(self, pl_module: LightningModule) -> dict[str, float]:
+        """The callback's value, else the module's resolved one, else the fallback (see the class doc)."""
+        hparams = getattr(pl_module, "hparams", None)
+        given_to_module = hparams if isinstance(hparams, Mapping) else {}
+        model = type(pl_module).__name__
+        settings = {}
+        for key, fallback in _LR_FALLBACKS.items():
+            own = getattr(self, key)
+            exposed = getattr(pl_module, key, None)
+            if isinstance(exposed, bool) or not isinstance(exposed, (int, float)):
+                exposed = None
+            model_value = given_to_module.get(key) if exposed is not None else None
+            if own is not None and model_value is not None and float(model_value) != own:
+                raise ValueError(
+                    f"{type(self).__name__}({key}={own}) and {model}({key}={model_value}) disagree; set it "
+                    f"in one place: remove it from the callback (it then uses the model's) or from the "
+                    "model."
+                )
+            settings[key] = own if own is not None else (float(exposed) if exposed is not None else fallback)
+        return settings
+
+    def _check_finetune(self, pl_module: LightningModule) -> None:
+        hparams = getattr(pl_module, "hparams", None)
+        finetune = hparams.get("finetune") if isinstance(hparams, Mapping) else None
+        if finetune is not None and finetune != "full":
+            raise ValueError(
+                f"{type(self).__name__} decides which backbone layer groups train: it freezes them all "
+                f"at setup and unfreezes them on its schedule, which would silently override "
+                f"{type(pl_module).__name__}(finetune={finetune!r}). Build the model with "
+                "finetune='full' when you use the callback."
+            )
 
     def _frozen_indices(self) -> list[int]:
         unfrozen = {i for _, indices in self._plan[: self.applied_steps] for i in indices}
@@ -250,6 +325,8 @@ class ProgressiveUnfreezing(Callback):
         if stage != "fit":
             return
         self._check_strategy(trainer)
+        self._check_finetune(pl_module)
+        self._lr_settings = self._resolve_lr_settings(pl_module)
         self._prefix, groups = resolve_layer_groups(pl_module, self.backbone)
         seen: set[int] = set()  # a parameter shared by two groups belongs to the first (identity)
         self._groups = []
@@ -258,7 +335,7 @@ class ProgressiveUnfreezing(Callback):
             seen.update(id(p) for _, p in named)
             self._groups.append(LayerGroup(group.name, named, group.modules))
         self._plan = self._build_plan(len(self._groups), [g.name for g in self._groups])
-        if not self.train_bn:
+        if self.frozen_mode == "eval":
             for group in self._groups:
                 for module in group.modules:
                     for sub_name, sub in module.named_modules():
@@ -267,8 +344,8 @@ class ProgressiveUnfreezing(Callback):
                                 f"{type(self).__name__}: layer group {group.name!r} holds a "
                                 f"{type(sub).__name__} ({sub_name or 'the group module'}) with "
                                 "track_running_stats=False, which normalises with batch statistics "
-                                "even in eval mode, so it cannot be frozen. Pass train_bn=True to "
-                                "accept that, or use a BatchNorm with running statistics."
+                                "even in eval mode, so it cannot be frozen. Pass frozen_mode='train' "
+                                "to accept that, or use a BatchNorm with running statistics."
                             )
         for group in self._groups:  # everything starts frozen; on_fit_start re-applies progress
             for _, param in group.named_parameters:
@@ -316,7 +393,7 @@ class ProgressiveUnfreezing(Callback):
         if self.applied_steps:
             for step in range(self.applied_steps):
                 self._unfreeze_step(trainer, pl_module, step, restoring=True)
-            self._rewrap_ddp(trainer)
+            rewrap_ddp(trainer)
         self._set_frozen_modes(pl_module)
 
     @override
@@ -332,7 +409,7 @@ class ProgressiveUnfreezing(Callback):
             self.applied_steps += 1
             changed = True
         if changed:
-            self._rewrap_ddp(trainer)
+            rewrap_ddp(trainer)  # a DDP reducer only covers the parameters that required grad when built
         self._set_frozen_modes(pl_module)
 
     @override
@@ -340,7 +417,7 @@ class ProgressiveUnfreezing(Callback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         # cheap guard against code that calls .train() on the whole model (checks a flag per group)
-        if not self.train_bn:
+        if self.frozen_mode == "eval":
             for index in self._frozen_indices():
                 for module in self._groups[index].modules:
                     if module.training:
@@ -443,7 +520,7 @@ class ProgressiveUnfreezing(Callback):
         frozen = set(self._frozen_indices())
         for index, group in enumerate(self._groups):
             for module in group.modules:
-                if index in frozen and not self.train_bn:
+                if index in frozen and self.frozen_mode == "eval":
                     module.eval()
                 elif pl_module.training:
                     module.train()
@@ -480,13 +557,3 @@ class ProgressiveUnfreezing(Callback):
             rank_zero_info(
                 f"{type(self).__name__}: epoch {trainer.current_epoch}: unfroze {', '.join(added)}"
             )
-
-    def _rewrap_ddp(self, trainer: Trainer) -> None:
-        from lightning.pytorch.strategies import DDPStrategy
-        from torch.nn.parallel import DistributedDataParallel
-
-        strategy = trainer.strategy
-        if isinstance(strategy, DDPStrategy) and isinstance(strategy.model, DistributedDataParallel):
-            # A DDP reducer only covers the parameters that required grad when it was built.
-            strategy.model = strategy._setup_model(strategy.lightning_module)
-            strategy._register_ddp_hooks()

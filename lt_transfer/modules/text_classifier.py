@@ -9,13 +9,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer.backbones import Backbone, build_backbone
-from lt_transfer.modules.classifier import TransferClassifier
+from lt_transfer.modules.classifier import FrozenMode, TransferClassifier
 from lt_transfer.resources import MINILM_L6_V2
 
-__all__ = ["TextClassifier"]
+__all__ = ["LORA_DEFAULTS", "TextClassifier", "TextFinetuneMode"]
 
 TextFinetuneMode = Literal["frozen", "partial", "full", "lora"]
-_LORA_DEFAULTS = {"lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
+#: LoRA settings used when ``finetune="lora"`` and the argument is ``None``.
+LORA_DEFAULTS: dict[str, float] = {"lora_r": 8, "lora_alpha": 16.0, "lora_dropout": 0.1}
 
 
 class TextClassifier(TransferClassifier):
@@ -47,19 +48,23 @@ class TextClassifier(TransferClassifier):
         pooling: ``"cls"``, ``"mean"``, ``"pooler"`` or ``None`` (mean for encoders; a
             sequence-classification model pools itself).
         model_class: ``"auto"``, ``"base"`` or ``"sequence_classification"`` (see
-            :func:`~lt_transfer.backbones.build_hf_backbone`).
+            :func:`~lt_transfer.backbones.build_hf_backbone`; spec-string backbones only;
+            ``None``: ``"auto"``).
         finetune: ``"frozen"``, ``"partial"``, ``"full"`` or ``"lora"``.
         trainable_groups: for ``"partial"``: how many layer groups, counted from the head, train.
         frozen_layers: for ``"partial"``, instead of ``trainable_groups``: freeze the
             embeddings and this many encoder layers.
-        backbone_lr_scale: lr multiplier of the encoder group nearest the head.
-        layer_decay: lr multiplier per group towards the embeddings (1 = none).
+        backbone_lr_scale: lr multiplier of the encoder group nearest the head; ``None``: 0.1
+            (the encoder is pretrained), except with ``finetune="lora"``: 1.0 (the adapters,
+            the encoder's only trainable weights, are new). The value in use is the
+            :attr:`backbone_lr_scale` property.
+        layer_decay: lr multiplier per group towards the embeddings (``None`` or 1: none).
         head_dropout: dropout before the head; ``None``: 0.1 for an encoder, 0 for a
             sequence-classification model (its own dropout precedes the head).
-        train_bn: keep frozen groups in train mode (for text: dropout stays active there).
-        lora_r: LoRA rank (``finetune="lora"`` only).
-        lora_alpha: LoRA scaling numerator (``finetune="lora"`` only).
-        lora_dropout: dropout on the LoRA input (``finetune="lora"`` only).
+        frozen_mode: mode of frozen groups: ``"eval"`` (dropout off there) or ``"train"``.
+        lora_r: LoRA rank (``finetune="lora"`` only; ``None``: 8).
+        lora_alpha: LoRA scaling numerator (``finetune="lora"`` only; ``None``: 16).
+        lora_dropout: dropout on the LoRA input (``finetune="lora"`` only; ``None``: 0.1).
         lora_target_modules: Linear names to adapt (``None``: peft's default for the model
             type, ``query``/``value`` for BERT; ``finetune="lora"`` only).
         save_trainable_only: save only trainable weights (and buffers) in checkpoints.
@@ -88,17 +93,17 @@ class TextClassifier(TransferClassifier):
         backbone: str | Backbone = "hf/" + MINILM_L6_V2,
         num_classes: int = 2,
         pooling: Literal["cls", "mean", "pooler"] | None = None,
-        model_class: Literal["auto", "base", "sequence_classification"] = "auto",
+        model_class: Literal["auto", "base", "sequence_classification"] | None = None,
         finetune: TextFinetuneMode = "full",
         trainable_groups: int | None = None,
         frozen_layers: int | None = None,
-        backbone_lr_scale: float = 1.0,
-        layer_decay: float = 1.0,
+        backbone_lr_scale: float | None = None,
+        layer_decay: float | None = None,
         head_dropout: float | None = None,
-        train_bn: bool = False,
-        lora_r: int = 8,
-        lora_alpha: float = 16.0,
-        lora_dropout: float = 0.1,
+        frozen_mode: FrozenMode = "eval",
+        lora_r: int | None = None,
+        lora_alpha: float | None = None,
+        lora_dropout: float | None = None,
         lora_target_modules: list[str] | None = None,
         save_trainable_only: bool = False,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -111,14 +116,14 @@ class TextClassifier(TransferClassifier):
             raise ValueError(
                 f"TextClassifier(finetune={finetune!r}) must be 'frozen', 'partial', 'full' or 'lora'."
             )
+        lora = {
+            "lora_r": lora_r,
+            "lora_alpha": lora_alpha,
+            "lora_dropout": lora_dropout,
+            "lora_target_modules": lora_target_modules,
+        }
         if finetune != "lora":
-            given = {
-                k: v for k, v in (("lora_r", lora_r), ("lora_alpha", lora_alpha)) if v != _LORA_DEFAULTS[k]
-            }
-            if lora_dropout != _LORA_DEFAULTS["lora_dropout"]:
-                given["lora_dropout"] = lora_dropout
-            if lora_target_modules is not None:
-                given["lora_target_modules"] = lora_target_modules
+            given = {k: v for k, v in lora.items() if v is not None}
             if given:
                 raise ValueError(
                     f"TextClassifier({', '.join(f'{k}={v!r}' for k, v in given.items())}) only applies "
@@ -139,9 +144,9 @@ class TextClassifier(TransferClassifier):
                     f"TextClassifier(backbone={backbone!r}) must be 'hf/<hub name | folder | "
                     "pkg://package/folder>'; use TransferClassifier for other backbones."
                 )
-            built = build_backbone(backbone, pooling=pooling, model_class=model_class)
+            built = build_backbone(backbone, pooling=pooling, model_class=model_class or "auto")
         else:
-            if pooling is not None or model_class != "auto":
+            if pooling is not None or model_class is not None:
                 raise ValueError(
                     "TextClassifier(pooling=..., model_class=...) only apply to a spec-string "
                     "backbone; build the Backbone with them instead."
@@ -163,10 +168,10 @@ class TextClassifier(TransferClassifier):
             num_classes=num_classes,
             finetune="frozen" if finetune == "lora" else finetune,
             trainable_groups=groups_for_parent,
-            backbone_lr_scale=backbone_lr_scale,
+            backbone_lr_scale=1.0 if backbone_lr_scale is None and finetune == "lora" else backbone_lr_scale,
             layer_decay=layer_decay,
             head_dropout=dropout,
-            train_bn=train_bn,
+            frozen_mode=frozen_mode,
             optimizer=optimizer,
             scheduler=scheduler,
             scheduler_interval=scheduler_interval,
@@ -184,7 +189,14 @@ class TextClassifier(TransferClassifier):
         if finetune == "lora":
             from lt_transfer.lora import apply_lora
 
-            apply_lora(self.backbone.model, lora_r, lora_alpha, lora_dropout, lora_target_modules)
+            settings = {k: LORA_DEFAULTS[k] if lora[k] is None else lora[k] for k in LORA_DEFAULTS}
+            apply_lora(
+                self.backbone.model,
+                int(settings["lora_r"]),
+                settings["lora_alpha"],
+                settings["lora_dropout"],
+                lora_target_modules,
+            )
         self.strict_loading = not save_trainable_only
         self.train()
 

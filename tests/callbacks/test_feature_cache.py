@@ -303,7 +303,8 @@ def test_composes_with_progressive_unfreezing(cache_first: bool) -> None:
     def run_schedule(cache: FeatureCache | None) -> tuple[TransferClassifier, list[int]]:
         pl.seed_everything(0, verbose=False)
         torch.manual_seed(0)
-        model = TransferClassifier(make_tiny_backbone(), num_classes=3, finetune="frozen")
+        # the callback decides what trains: the model must be finetune="full" (it freezes all at setup)
+        model = TransferClassifier(make_tiny_backbone(), num_classes=3, finetune="full")
         count = [0]
         model.backbone.model.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + len(i[0])))
         schedule = unfreezing.ProgressiveUnfreezing(unfreeze_at_epoch=[2, 3], groups_per_step=2)

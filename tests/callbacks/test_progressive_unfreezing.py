@@ -176,7 +176,7 @@ def test_every_group_follows_its_scheduler_exactly(tmp_path: Path, name: str) ->
         unfreeze_at_epoch=[1, 3],
         groups_per_step=1,
         backbone="feature_extractor",
-        lr_scale=0.5,
+        backbone_lr_scale=0.5,
         no_decay=False,
     )
     recorder = LrRecorder()
@@ -239,7 +239,7 @@ def test_resume_before_at_and_after_an_unfreeze_equals_uninterrupted(tmp_path: P
             [1, 3],
             groups_per_step=2,
             backbone="feature_extractor",
-            lr_scale=0.3,
+            backbone_lr_scale=0.3,
             layer_decay=0.5,
             warmup_epochs=1,
         )
@@ -282,7 +282,7 @@ class GatherParams(pl.Callback):
 def test_ddp_ranks_identical_after_unfreeze(tmp_path: Path) -> None:
     out = tmp_path / "diffs.json"
     model = PlugInModule(scheduler="step")
-    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", lr_scale=0.5)
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", backbone_lr_scale=0.5)
     trainer = _trainer(
         tmp_path,
         [callback, GatherParams(str(out))],
@@ -345,12 +345,12 @@ def test_frozen_batchnorm_stats_unchanged_through_fit_and_validate(tmp_path: Pat
         assert torch.equal(value, before[key]), key
 
 
-def test_bn_without_running_stats_is_an_error_unless_train_bn(tmp_path: Path) -> None:
+def test_bn_without_running_stats_is_an_error_unless_frozen_mode_train(tmp_path: Path) -> None:
     model = PlugInModule(scheduler=None)
     model.feature_extractor[1] = nn.BatchNorm1d(8, track_running_stats=False)
-    with pytest.raises(ValueError, match="track_running_stats=False.*train_bn=True"):
+    with pytest.raises(ValueError, match="track_running_stats=False.*frozen_mode='train'"):
         _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(model, _loader())
-    _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor", train_bn=True)], 1).fit(
+    _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor", frozen_mode="train")], 1).fit(
         model, _loader()
     )
 
@@ -429,7 +429,7 @@ def test_transfer_classifier_uses_layer_groups_and_layer_decay(tmp_path: Path) -
     model = TransferClassifier(
         Backbone(trunk, 8), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.1)
     )
-    callback = ProgressiveUnfreezing([1, 2], groups_per_step=2, lr_scale=0.5, layer_decay=0.5)
+    callback = ProgressiveUnfreezing([1, 2], groups_per_step=2, backbone_lr_scale=0.5, layer_decay=0.5)
     assert callback.plan_for(model) == [(1, ["4", "2"]), (2, ["0"])]
     _trainer(tmp_path, [callback], max_epochs=3).fit(model, _loader())
     groups = {g["name"]: g["lr"] for g in model.trainer.optimizers[0].param_groups}
@@ -444,8 +444,8 @@ def test_bad_arguments_raise_clear_errors() -> None:
         ProgressiveUnfreezing([3, 2])
     with pytest.raises(ValueError, match="every_n_epochs=0"):
         ProgressiveUnfreezing(1, every_n_epochs=0)
-    with pytest.raises(ValueError, match="lr_scale=-1"):
-        ProgressiveUnfreezing(1, lr_scale=-1)
+    with pytest.raises(ValueError, match="backbone_lr_scale=-1"):
+        ProgressiveUnfreezing(1, backbone_lr_scale=-1)
     with pytest.raises(ValueError, match="layer_decay=2"):
         ProgressiveUnfreezing(1, layer_decay=2)
 
@@ -503,7 +503,7 @@ def test_configured_from_yaml_and_picklable(tmp_path: Path) -> None:
         "        unfreeze_at_epoch: [1, 3]\n"
         "        groups_per_step: 2\n"
         "        backbone: feature_extractor\n"
-        "        lr_scale: 0.2\n"
+        "        backbone_lr_scale: 0.2\n"
         "        layer_decay: 0.8\n"
         "        warmup_epochs: 1\n"
     )
@@ -514,7 +514,7 @@ def test_configured_from_yaml_and_picklable(tmp_path: Path) -> None:
         save_config_callback=None,
     )
     callback = next(c for c in cli.trainer.callbacks if isinstance(c, ProgressiveUnfreezing))
-    assert (callback.milestones, callback.groups_per_step, callback.lr_scale) == ([1, 3], 2, 0.2)
+    assert (callback.milestones, callback.groups_per_step, callback.backbone_lr_scale) == ([1, 3], 2, 0.2)
     restored = pickle.loads(pickle.dumps(callback))
     assert restored.plan_for(PlugInModule(None)) == [(1, ["5", "3"]), (3, ["1", "0"])]
 
@@ -533,7 +533,7 @@ def test_warmup_scales_only_inside_the_optimizer_step(tmp_path: Path) -> None:
             )
 
     recorder = LrRecorder()
-    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", lr_scale=0.5, warmup_epochs=2)
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", backbone_lr_scale=0.5, warmup_epochs=2)
     _trainer(tmp_path, [callback, Spy(), recorder], max_epochs=4).fit(PlugInModule(scheduler=None), _loader())
     per_epoch = {epoch: lr for epoch, lr in effective}
     assert per_epoch[1] == pytest.approx(0.05 / 3) and per_epoch[2] == pytest.approx(0.1 / 3)
@@ -541,3 +541,61 @@ def test_warmup_scales_only_inside_the_optimizer_step(tmp_path: Path) -> None:
     assert all(
         lrs[-1] == pytest.approx(0.05) for lrs in recorder.lrs[STEPS_PER_EPOCH:]
     )  # scheduled lr untouched
+
+
+# ------------------------------------------------------- the model's lr policy
+def _classifier(**kwargs) -> pl.LightningModule:
+    from lt_transfer import Backbone, TransferClassifier
+
+    trunk = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    pretrained = kwargs.pop("pretrained", False)
+    return TransferClassifier(
+        Backbone(trunk, 8, pretrained=pretrained),
+        num_classes=2,
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        **kwargs,
+    )
+
+
+def _unfrozen_lrs(tmp_path: Path, model: pl.LightningModule, callback: ProgressiveUnfreezing) -> dict:
+    _trainer(tmp_path, [callback], max_epochs=3).fit(model, _loader())
+    groups = model.trainer.optimizers[0].param_groups
+    return {g["name"]: g["lr"] for g in groups if not g["name"].endswith(".no_decay")}
+
+
+def test_callback_takes_the_models_backbone_lr_scale_and_layer_decay(tmp_path: Path) -> None:
+    """The model's finetune policy is no longer silently replaced by the callback's own defaults."""
+    model = _classifier(backbone_lr_scale=0.5, layer_decay=0.5)
+    lrs = _unfrozen_lrs(tmp_path, model, ProgressiveUnfreezing([1, 2], groups_per_step=2))
+    assert lrs == pytest.approx({"head": 0.1, "backbone.4": 0.05, "backbone.2": 0.025, "backbone.0": 0.0125})
+    # nothing given anywhere: the model's resolved defaults (1.0 from scratch, 0.1 pretrained)
+    scratch = _unfrozen_lrs(tmp_path, _classifier(), ProgressiveUnfreezing(1))
+    assert scratch["backbone.0"] == pytest.approx(0.1)
+    pretrained = _unfrozen_lrs(tmp_path, _classifier(pretrained=True), ProgressiveUnfreezing(1))
+    assert pretrained["backbone.0"] == pytest.approx(0.01)
+    # given on the callback only (or equal on both): the callback's
+    only_callback = _unfrozen_lrs(tmp_path, _classifier(), ProgressiveUnfreezing(1, backbone_lr_scale=0.3))
+    assert only_callback["backbone.0"] == pytest.approx(0.03)
+    both = _unfrozen_lrs(tmp_path, _classifier(layer_decay=0.5), ProgressiveUnfreezing(1, layer_decay=0.5))
+    assert both["backbone.0"] == pytest.approx(0.1 * 0.25)
+
+
+def test_conflicting_lr_settings_and_non_full_finetune_are_errors(tmp_path: Path) -> None:
+    cases = [
+        (_classifier(backbone_lr_scale=0.5), ProgressiveUnfreezing(1, backbone_lr_scale=0.3),
+         r"ProgressiveUnfreezing\(backbone_lr_scale=0.3\) and TransferClassifier\(backbone_lr_scale=0.5\) "
+         "disagree; set it in one place"),
+        (_classifier(layer_decay=0.9), ProgressiveUnfreezing(1, layer_decay=0.8), "decay=0.8.*disagree"),
+        (_classifier(finetune="frozen"), ProgressiveUnfreezing(1), "finetune='frozen'.*finetune='full'"),
+        (_classifier(finetune="partial", trainable_groups=1), ProgressiveUnfreezing(1), "finetune='partial'"),
+    ]  # fmt: skip
+    for model, callback, match in cases:
+        with pytest.raises(ValueError, match=match):
+            _trainer(tmp_path, [callback], max_epochs=1).fit(model, _loader())
+
+
+def test_frozen_mode_must_be_eval_or_train() -> None:
+    with pytest.raises(ValueError, match="frozen_mode='frozen'"):
+        ProgressiveUnfreezing(1, frozen_mode="frozen")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="layer_decay=0"):
+        ProgressiveUnfreezing(1, layer_decay=0)

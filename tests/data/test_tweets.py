@@ -47,12 +47,32 @@ def test_datamodule_trains_on_one_domain_and_evaluates_both() -> None:
 def test_shift_datamodule_pairs_labelled_source_with_unlabelled_target() -> None:
     from lt_transfer.data.tweets import TweetShiftDataModule
 
-    dm = TweetShiftDataModule(source_samples=12, target_samples=5, val_samples=4, batch_size=4, max_length=16)
+    dm = TweetShiftDataModule(source_samples=12, target_samples=5, val_samples=4, batch_size=4, max_length=64)
     dm.setup("fit")
     batches = [b for b, _, _ in dm.train_dataloader()]
     assert len(batches) == 3  # one pass over the source; the 5 target tweets are cycled
-    source_x, source_y = batches[0]["source"]
-    (target_x,) = batches[0]["target"]  # no labels
-    assert source_x.shape == target_x.shape == (4, 2, 16) and source_y.shape == (4,)
+    source, target = batches[0]["source"], batches[0]["target"]
+    # tokenizer dicts (no packed tensors); target without labels; each domain padded on its own
+    assert set(source) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
+    assert set(target) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert source["input_ids"].shape[0] == target["input_ids"].shape[0] == 4
+    assert source["labels"].shape == (4,)
+    lengths = {b[domain]["input_ids"].shape[1] for b in batches for domain in ("source", "target")}
+    assert max(lengths) <= 64 and len(lengths) > 1  # dynamic padding
+    val = next(iter(dm.val_dataloader()[1]))
+    assert {"input_ids", "attention_mask", "labels"} <= set(val)
     with pytest.raises(ValueError, match="must differ"):
         TweetShiftDataModule("other", "other")
+
+
+def test_shift_datamodule_fixed_padding() -> None:
+    from lt_transfer.data.tweets import TweetShiftDataModule
+
+    dm = TweetShiftDataModule(
+        source_samples=8, target_samples=4, val_samples=4, batch_size=4, max_length=16, padding="max_length"
+    )
+    dm.setup("fit")
+    for batch, _, _ in dm.train_dataloader():
+        assert batch["source"]["input_ids"].shape == batch["target"]["attention_mask"].shape == (4, 16)
+    with pytest.raises(ValueError, match="padding='left'"):
+        TweetShiftDataModule(padding="left")  # type: ignore[arg-type]

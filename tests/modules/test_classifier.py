@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lt_transfer import DigitsDataModule, TransferClassifier, build_backbone
+from lt_transfer import Backbone, DigitsDataModule, TransferClassifier, build_backbone
 from lt_transfer.optim import NORM_LAYER_TYPES
 from tests.conftest import make_loader, make_tiny_backbone
 
@@ -78,9 +78,9 @@ def test_frozen_batchnorm_running_stats_bit_identical_through_fit_and_validate()
     assert model.head.training
 
 
-def test_train_bn_lets_frozen_batchnorm_update_statistics() -> None:
+def test_frozen_mode_train_lets_frozen_batchnorm_update_statistics() -> None:
     model = TransferClassifier(
-        make_tiny_backbone(), num_classes=3, finetune="frozen", train_bn=True, optimizer=sgd
+        make_tiny_backbone(), num_classes=3, finetune="frozen", frozen_mode="train", optimizer=sgd
     )
     before = model.backbone.model.stem[1].running_mean.clone()
     trainer(limit_train_batches=2).fit(model, make_loader())
@@ -277,3 +277,24 @@ def test_checkpoint_resumes_and_loads_with_weights_only(tmp_path) -> None:
     loaded = TransferClassifier.load_from_checkpoint(spec_path)
     assert loaded.hparams.finetune == "frozen"
     assert torch.equal(loaded.head.weight, spec_model.head.weight)
+
+
+def test_backbone_lr_scale_default_follows_the_backbones_pretrained_flag() -> None:
+    """hparams keep what the user passed; the property is the value in use."""
+    trunk = make_tiny_backbone().model
+    scratch = TransferClassifier(make_tiny_backbone(), num_classes=3)
+    pretrained = TransferClassifier(Backbone(trunk, 8, pretrained=True), num_classes=3)
+    explicit = TransferClassifier(
+        Backbone(copy.deepcopy(trunk), 8, pretrained=True), 3, backbone_lr_scale=0.3
+    )
+    assert (scratch.hparams.backbone_lr_scale, scratch.backbone_lr_scale) == (None, 1.0)
+    assert (pretrained.hparams.backbone_lr_scale, pretrained.backbone_lr_scale) == (None, 0.1)
+    assert (explicit.hparams.backbone_lr_scale, explicit.backbone_lr_scale) == (0.3, 0.3)
+    assert (scratch.hparams.layer_decay, scratch.layer_decay) == (None, 1.0)
+    for model, scale in ((scratch, 1.0), (pretrained, 0.1), (explicit, 0.3)):
+        groups = {g["name"]: g["lr_scale"] for g in model.param_groups()}
+        assert groups["backbone.top"] == scale and groups["head"] == 1.0
+    with pytest.raises(ValueError, match="backbone_lr_scale=-1"):
+        TransferClassifier(make_tiny_backbone(), num_classes=3, backbone_lr_scale=-1)
+    with pytest.raises(ValueError, match="frozen_mode='keep'"):
+        TransferClassifier(make_tiny_backbone(), num_classes=3, frozen_mode="keep")  # type: ignore[arg-type]

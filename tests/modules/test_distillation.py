@@ -183,6 +183,9 @@ def test_argument_validation() -> None:
         DistillationModule(student, student)
     with pytest.raises(FileNotFoundError, match="not a file"):
         DistillationModule(student, "no/such/teacher.ckpt")
+    with pytest.raises(ValueError, match="hint_weight=0.0"):
+        DistillationModule(student, make_teacher(), hint_weight=0.0)  # None means "no hint", not 0
+    assert DistillationModule(student, make_teacher()).hparams.hint_weight is None
     with pytest.raises(ValueError, match="cannot serve the hint"):
         DistillationModule(
             student, make_teacher(), hint_layers=["1", "4"], hint_weight=1.0, cache_teacher_outputs=True
@@ -375,3 +378,44 @@ def test_cli_builds_module_with_checkpoint_teacher(tmp_path: Path) -> None:
     assert dict(module.teacher.hparams) == {"num_classes": 10}
     assert module.hparams.student["class_path"].endswith("MobileNetV2")
     assert module.hparams.num_classes == 10 and not module.teacher.training
+
+
+class IndexedDictDataset(IndexedDataset):
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        x, y, index = super().__getitem__(index)
+        return {"image": x, "label": y, "index": index}
+
+
+def test_teacher_cache_with_image_dict_batches_and_partly_cached_batches() -> None:
+    x, y = tensors(16)
+    module = DistillationModule(make_student(), make_teacher(), cache_teacher_outputs=True, optimizer=sgd)
+    data = DataLoader(IndexedDictDataset(x, y), batch_size=8, shuffle=True)
+    trainer(max_epochs=2).fit(module, data)
+    assert module.teacher_forward_samples == 16 + 8
+    # a batch with some cached and some new samples runs the teacher on the new ones only
+    cache = module._teacher_cache
+    cache.reset()
+    teacher = module.teacher_logits
+    module.teacher_forward_samples = 0
+    seen = torch.tensor([0, 1, 2, 3, 7])
+    first = cache.lookup(x[seen], seen, teacher, epoch=0)
+    mixed = cache.lookup(x[2:8], torch.arange(2, 8), teacher, epoch=0)  # 4, 5, 6 are new
+    assert module.teacher_forward_samples == 5 + 3
+    torch.testing.assert_close(mixed[[0, 1, 5]], first[[2, 3, 4]].float())
+    torch.testing.assert_close(mixed, teacher(x[2:8]).float())
+
+
+def test_teacher_cache_runs_the_teacher_on_the_new_rows_of_a_tokenizer_dict() -> None:
+    from lt_transfer.modules._teacher_cache import TeacherOutputCache
+
+    rows: list[int] = []
+
+    def teacher(x: dict[str, torch.Tensor]) -> torch.Tensor:
+        rows.append(len(x["input_ids"]))
+        return (x["input_ids"] * x["attention_mask"]).float().sum(-1, keepdim=True).repeat(1, 2)
+
+    x = {"input_ids": torch.arange(12).view(4, 3), "attention_mask": torch.ones(4, 3, dtype=torch.long)}
+    cache = TeacherOutputCache()
+    cache.lookup({k: v[[0, 3]] for k, v in x.items()}, torch.tensor([0, 3]), teacher, epoch=0)
+    torch.testing.assert_close(cache.lookup(x, torch.arange(4), teacher, epoch=0), teacher(x))
+    assert rows == [2, 2, 4]  # the first two, then rows 1 and 2 only (then the reference call)

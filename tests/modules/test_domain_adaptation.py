@@ -14,8 +14,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
+from lt_transfer.backbones import LeNetBackbone
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
-from lt_transfer.modules.domain_adaptation import DomainAdaptationModule, LeNetBackbone
+from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 from tests.conftest import make_tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,7 +257,7 @@ def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
         model = DomainAdaptationModule(
             "lenet",
             method=method,
-            trade_off=0.1 if method == "dann" else 1.0,
+            trade_off=0.1 if method == "dann" else None,  # source_only has no alignment term
             lr_annealing=True,
             optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
         )
@@ -333,3 +334,42 @@ def test_trade_off_on_reversal_scales_only_the_reversed_gradient() -> None:
         DomainAdaptationModule(method="mmd", trade_off_on="reversal")
     with pytest.raises(ValueError, match="trade_off_on='both'"):
         DomainAdaptationModule(trade_off_on="both")  # type: ignore[arg-type]
+
+
+def test_method_arguments_default_to_none_and_are_errors_for_other_methods() -> None:
+    """A value equal to the old default is no longer accepted by a method that does not use it."""
+    model = DomainAdaptationModule(method="coral")
+    hp = model.hparams
+    assert (hp.trade_off, hp.trade_off_on, hp.discriminator_hidden, hp.mmd_estimator) == (None,) * 4
+    cases = [
+        ({"method": "coral", "discriminator_hidden": 256}, "does not use discriminator_hidden.*=256"),
+        (
+            {"method": "mmd", "discriminator_depth": 2},
+            "does not use discriminator_hidden/discriminator_depth",
+        ),
+        ({"method": "source_only", "trade_off": 1.0}, "does not use trade_off .*trade_off=1.0"),
+        ({"method": "dann", "mmd_estimator": "unbiased"}, "does not use mmd_kernel_multipliers"),
+        ({"method": "coral", "trade_off_on": "loss"}, "does not use trade_off_on"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            DomainAdaptationModule(**kwargs)
+    # None means the documented default of the method that uses it
+    dann = DomainAdaptationModule(method="dann")
+    widths = [m.out_features for m in dann.domain_loss.discriminator if isinstance(m, torch.nn.Linear)]
+    assert widths == [256, 256, 1]
+    DomainAdaptationModule(method="mmd", mmd_estimator="unbiased", trade_off=1.0)  # used: fine
+
+
+def test_backbone_lr_scale_default_follows_the_backbones_pretrained_flag() -> None:
+    from lt_transfer.backbones import Backbone
+
+    lenet = DomainAdaptationModule("lenet")
+    assert (lenet.hparams.backbone_lr_scale, lenet.backbone_lr_scale) == (None, 1.0)
+    pretrained = DomainAdaptationModule(
+        Backbone(make_tiny_backbone().model, 8, pretrained=True), num_classes=3
+    )
+    assert pretrained.backbone_lr_scale == 0.1
+    groups = {g["name"]: g["lr_scale"] for g in pretrained.param_groups()}
+    assert groups["backbone"] == 0.1 and groups["head"] == groups["discriminator"] == 1.0
+    assert DomainAdaptationModule("lenet", backbone_lr_scale=0.5).backbone_lr_scale == 0.5

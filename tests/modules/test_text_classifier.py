@@ -134,6 +134,10 @@ def test_bad_input(tiny_bert: Path) -> None:
         TextClassifier(spec, finetune="partial", trainable_groups=4)
     with pytest.raises(ValueError, match="only applies to finetune='lora'"):
         TextClassifier(spec, lora_r=4)
+    with pytest.raises(ValueError, match="lora_r=8, lora_dropout=0.1\\) only applies to finetune='lora'"):
+        TextClassifier(spec, lora_r=8, lora_dropout=0.1)  # the LoRA defaults are not silently accepted
+    with pytest.raises(ValueError, match="model_class=...\\) only apply to a spec-string backbone"):
+        TextClassifier(TextClassifier(spec).backbone, model_class="auto")
     with pytest.raises(ValueError, match="needs finetune='partial'"):
         TextClassifier(spec, frozen_layers=1)
     with pytest.raises(ValueError, match="must be 'hf/"):
@@ -143,10 +147,8 @@ def test_bad_input(tiny_bert: Path) -> None:
 def test_progressive_unfreezing_works_on_text_layer_groups(tiny_bert: Path) -> None:
     from lt_transfer import ProgressiveUnfreezing
 
-    callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1], groups_per_step=1, lr_scale=1.0)
-    model = TextClassifier(
-        f"hf/{tiny_bert}", finetune="frozen", optimizer=partial(torch.optim.AdamW, lr=1e-2)
-    )
+    callback = ProgressiveUnfreezing(unfreeze_at_epoch=[1], groups_per_step=1, backbone_lr_scale=1.0)
+    model = TextClassifier(f"hf/{tiny_bert}", finetune="full", optimizer=partial(torch.optim.AdamW, lr=1e-2))
     assert callback.plan_for(model) == [(1, ["layer.1"])]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _trainer(max_steps=-1, max_epochs=2, callbacks=[callback]).fit(model, _data(tiny_bert))
@@ -181,3 +183,11 @@ def test_bf16_mixed_training_step_is_finite(tiny_bert: Path) -> None:
     trainer = _trainer(max_steps=2, precision="bf16-mixed", limit_val_batches=1)
     trainer.fit(model, _data(tiny_bert, batch_size=3))
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_backbone_lr_scale_default_is_lower_for_the_pretrained_encoder(tiny_bert: Path) -> None:
+    model = TextClassifier(f"hf/{tiny_bert}", num_classes=2)
+    assert (model.hparams.backbone_lr_scale, model.backbone_lr_scale) == (None, 0.1)
+    assert (model.hparams.lora_r, model.hparams.model_class) == (None, None)
+    scales = {g["name"]: g["lr_scale"] for g in model.param_groups()}
+    assert scales["backbone.layer.1"] == 0.1 and scales["head"] == 1.0
