@@ -17,6 +17,9 @@ The accesses, and why each is needed:
 * :func:`cli_hparams_active`, :func:`without_cli_hparams` (``_given_hyperparameters``):
   LightningCLI hands the top-level model config to every LightningModule built while it
   instantiates, nested ones included.
+* :func:`lr_finder_scheduler_types` (``lightning.pytorch.tuner.lr_finder._LinearLR``,
+  ``_ExponentialLR``): the schedulers Lightning's LR finder attaches, which
+  ProgressiveUnfreezing accepts (an LR-finder run may unfreeze groups).
 * :func:`install_top_level_instantiators` (``_InstantiatorFn``, ``_get_module_type``,
   ``LightningCLI._dump_config``, ``_model_class``, ``_datamodule_class``): the CLI's own
   instantiator, applied to the configured top-level class only.
@@ -38,6 +41,7 @@ __all__ = [
     "attached_trainer",
     "cli_hparams_active",
     "install_top_level_instantiators",
+    "lr_finder_scheduler_types",
     "restart_train_iterator",
     "rewrap_ddp",
     "without_cli_hparams",
@@ -117,6 +121,20 @@ def restart_train_iterator(trainer: Trainer) -> None:
     if fetcher is None:
         raise _fail("trainer.fit_loop._data_fetcher", ValueError("no data fetcher at epoch start"))
     iter(fetcher)
+
+
+def lr_finder_scheduler_types() -> tuple[type, ...]:
+    """The lr-scheduler classes Lightning's LR finder uses (empty if this release has other ones).
+
+    Example:
+        >>> [t.__name__ for t in lr_finder_scheduler_types()]
+        ['_LinearLR', '_ExponentialLR']
+    """
+    try:
+        from lightning.pytorch.tuner.lr_finder import _ExponentialLR, _LinearLR
+    except ImportError:
+        return ()  # a release without them: nothing extra to accept, nothing breaks
+    return (_LinearLR, _ExponentialLR)
 
 
 def _given_hyperparameters() -> Any:

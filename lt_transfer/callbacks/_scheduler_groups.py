@@ -18,6 +18,8 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
+from lt_transfer._lightning_compat import lr_finder_scheduler_types
+
 __all__ = ["SUPPORTED_SCHEDULERS", "check_scheduler_supported", "add_scheduled_param_group"]
 
 SUPPORTED_SCHEDULERS: tuple[type, ...] = (
@@ -37,14 +39,6 @@ SUPPORTED_SCHEDULERS: tuple[type, ...] = (
     sched.SequentialLR,
     sched.ChainedScheduler,
 )
-
-
-def _lr_finder_types() -> tuple[type, ...]:
-    try:
-        from lightning.pytorch.tuner.lr_finder import _ExponentialLR, _LinearLR
-    except ImportError:  # pragma: no cover - older/newer Lightning layouts
-        return ()
-    return (_LinearLR, _ExponentialLR)
 
 
 def _children(scheduler: Any) -> list[Any]:
@@ -67,7 +61,7 @@ def check_scheduler_supported(scheduler: Any, owner: str = "ProgressiveUnfreezin
         ...
         ValueError: ProgressiveUnfreezing cannot add param groups to the lr scheduler object ...
     """
-    supported = SUPPORTED_SCHEDULERS + _lr_finder_types()
+    supported = SUPPORTED_SCHEDULERS + lr_finder_scheduler_types()
     if not isinstance(scheduler, supported):
         names = ", ".join(t.__name__ for t in SUPPORTED_SCHEDULERS)
         raise ValueError(

@@ -173,8 +173,9 @@ def distillation_terms(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     target: torch.Tensor | None = None,
-    alpha: float = 0.5,
+    *,
     temperature: float = 4.0,
+    alpha: float = 0.5,
     ignore_index: int = -1,
     validate_args: bool = True,
 ) -> DistillationTerms:
@@ -252,7 +253,13 @@ def distillation_loss(
         True
     """
     return distillation_terms(
-        student_logits, teacher_logits, target, alpha, temperature, ignore_index, validate_args
+        student_logits,
+        teacher_logits,
+        target,
+        alpha=alpha,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        validate_args=validate_args,
     ).total
 
 

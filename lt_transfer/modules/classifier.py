@@ -110,18 +110,10 @@ class TransferClassifier(ClassificationModule):
                 f"{name}(num_classes={num_classes!r}) must be an int >= 2 (the number of target classes)."
             )
         super().__init__(
-            num_classes=num_classes,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scheduler_interval=scheduler_interval,
-            scheduler_monitor=scheduler_monitor,
-            eval_names=eval_names,
+            num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor
         )
-        # Factories are not plain values: keeping them out of hparams keeps checkpoints loadable
-        # with torch.load(weights_only=True), so `fit(ckpt_path=...)` resumes (the CLI saves the
-        # full config, optimizer included, to config.yaml anyway).
-        ignore = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
-        self.save_hyperparameters(ignore=ignore)
+        self.save_hyperparameters(ignore=self._hparams_ignored(backbone))
         if finetune not in ("frozen", "partial", "full"):
             raise ValueError(f"{name}(finetune={finetune!r}) must be 'frozen', 'partial' or 'full'.")
         if not 0 <= head_dropout < 1:
@@ -178,6 +170,13 @@ class TransferClassifier(ClassificationModule):
     def layer_decay(self) -> float:
         """The layer-wise lr decay in use (``hparams.layer_decay`` resolved; 1.0 = none)."""
         return self._layer_decay
+
+    @staticmethod
+    def _hparams_ignored(backbone: object) -> list[str]:
+        """Arguments kept out of the hyper-parameters: factories and module instances are not plain
+        values, and keeping them out keeps checkpoints loadable with ``torch.load(weights_only=True)``
+        (the CLI saves the full config, optimizer included, to config.yaml anyway)."""
+        return ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
 
     def forward(self, x: Input) -> torch.Tensor:
         """Return class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""

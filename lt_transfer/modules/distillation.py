@@ -146,12 +146,8 @@ class DistillationModule(ClassificationModule):
         eval_names: list[str] | None = None,
     ) -> None:
         super().__init__(
-            num_classes=num_classes,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scheduler_interval=scheduler_interval,
-            scheduler_monitor=scheduler_monitor,
-            eval_names=eval_names,
+            num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor,
             ignore_index=ignore_index,
         )
         from_cli = cli_hparams_active()
@@ -300,7 +296,13 @@ class DistillationModule(ClassificationModule):
             self.check_labels(y, student_logits.shape[-1])
         hp = self.hparams
         terms = distillation_terms(
-            student_logits, teacher_logits, y, hp.alpha, hp.temperature, hp.ignore_index, validate_args=False
+            student_logits,
+            teacher_logits,
+            y,
+            alpha=hp.alpha,
+            temperature=hp.temperature,
+            ignore_index=hp.ignore_index,
+            validate_args=False,
         )
         loss = terms.total
         size = batch_size(x)

@@ -172,17 +172,12 @@ class TextClassifier(TransferClassifier):
             layer_decay=layer_decay,
             head_dropout=dropout,
             frozen_mode=frozen_mode,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scheduler_interval=scheduler_interval,
-            scheduler_monitor=scheduler_monitor,
-            eval_names=eval_names,
+            optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor,
         )
-        # Record this class's own arguments (the parent recorded the built module, ignored).
-        # Optimizer/scheduler factories stay out, as in the parent: checkpoints then load with
-        # torch.load(weights_only=True).
-        ignore = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
-        self.save_hyperparameters(ignore=ignore)
+        # Record this class's own arguments (the parent recorded the built module, ignored), with
+        # the parent's rule for what stays out of hparams.
+        self.save_hyperparameters(ignore=self._hparams_ignored(backbone))
         if own_head is not None:
             linear = self.head if isinstance(self.head, nn.Linear) else self.head[-1]
             linear.load_state_dict(own_head.state_dict())
