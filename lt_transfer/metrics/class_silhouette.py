@@ -47,7 +47,7 @@ def _silhouette(features: torch.Tensor, labels: torch.Tensor, distance: Distance
     _, labels = torch.unique(labels, return_inverse=True)
     one_hot = torch.nn.functional.one_hot(labels).double()  # (N, K) over predicted classes only
     if one_hot.shape[1] < 2:
-        return torch.tensor(-1.0)
+        return features.new_tensor(-1.0, dtype=torch.float32)
     counts = one_hot.sum(0)
     total = x.new_zeros(())
     for start in range(0, len(x), _CHUNK):

@@ -54,7 +54,8 @@ def dev_risk(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         >>> dev_risk(torch.tensor([1.0, 0.0, 0.0, 1.0]), torch.tensor([2.0, 1.0, 1.0, 0.5]))
         tensor(0.4737)
     """
-    losses, weights = losses.detach().double().flatten(), weights.detach().double().flatten()
+    losses = losses.detach().to("cpu", torch.float64).flatten()
+    weights = weights.detach().to("cpu", torch.float64).flatten()
     if len(losses) != len(weights) or len(losses) < 2:
         raise ValueError(
             f"dev_risk needs per-sample losses and weights of the same length >= 2, got {len(losses)} "
