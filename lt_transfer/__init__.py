@@ -18,10 +18,14 @@ from lt_transfer.data import (
 )
 from lt_transfer.freezing import freeze, unfreeze
 from lt_transfer.metrics import (
+    BatchNuclearNorm,
+    ClassSilhouette,
+    DeepEmbeddedValidation,
     DomainClassifierAccuracy,
     InformationMaximization,
     PredictionEntropy,
     ProxyADistance,
+    SoftNeighborhoodDensity,
     proxy_a_distance,
 )
 from lt_transfer.modules import (
@@ -35,6 +39,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
+    "BatchNuclearNorm",
+    "ClassSilhouette",
+    "DeepEmbeddedValidation",
     "DigitsDataModule",
     "DistillationModule",
     "DomainAdaptationDataModule",
@@ -49,6 +56,7 @@ __all__ = [
     "PredictionEntropy",
     "ProgressiveUnfreezing",
     "ProxyADistance",
+    "SoftNeighborhoodDensity",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",

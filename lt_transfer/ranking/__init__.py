@@ -1,0 +1,36 @@
+"""Transferability scores: rank pretrained candidates on a target task before fine-tuning.
+
+Each score is a function of a candidate's outputs on a labelled target sample, computed
+from one forward pass: ``(features, labels)`` for LogME, the H-score, TransRate and the
+k-NN / linear-probe baselines; ``(source-classifier outputs, labels)`` for LEEP and NCE,
+which need a candidate with its source classification head. Higher is better for all of
+them. :data:`SCORES` maps each name to a :class:`ScoreSpec` that records whether it needs
+source logits; :func:`score_names` lists them.
+"""
+
+from lt_transfer.ranking._inputs import stratified_split
+from lt_transfer.ranking.h_score import h_score, ledoit_wolf_shrinkage
+from lt_transfer.ranking.knn import knn_accuracy
+from lt_transfer.ranking.leep import leep
+from lt_transfer.ranking.linear_probe import linear_probe_accuracy
+from lt_transfer.ranking.logme import logme
+from lt_transfer.ranking.nce import nce
+from lt_transfer.ranking.registry import SCORES, ScoreSpec, get_score, score_names
+from lt_transfer.ranking.transrate import coding_rate, transrate
+
+__all__ = [
+    "SCORES",
+    "ScoreSpec",
+    "coding_rate",
+    "get_score",
+    "h_score",
+    "knn_accuracy",
+    "leep",
+    "ledoit_wolf_shrinkage",
+    "linear_probe_accuracy",
+    "logme",
+    "nce",
+    "score_names",
+    "stratified_split",
+    "transrate",
+]
