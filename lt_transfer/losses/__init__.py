@@ -12,7 +12,9 @@ from lt_transfer.losses.adversarial import (
     schedule_value,
     training_progress,
 )
+from lt_transfer.losses.bss import BSSLoss, bss_loss
 from lt_transfer.losses.coral import CORALLoss, coral_loss
+from lt_transfer.losses.delta import DELTALoss, delta_channel_attention, delta_loss
 from lt_transfer.losses.distillation import (
     DistillationLoss,
     DistillationTerms,
@@ -23,20 +25,27 @@ from lt_transfer.losses.distillation import (
     hint_loss,
     kd_loss,
 )
+from lt_transfer.losses.l2sp import L2SPLoss, l2sp_loss, parameter_snapshot
 from lt_transfer.losses.mmd import MMDLoss, mmd_loss
 
 __all__: list[str] = [
+    "BSSLoss",
     "CORALLoss",
     "CoefficientSchedule",
+    "DELTALoss",
     "DistillationLoss",
     "DistillationTerms",
     "DomainAdversarialLoss",
     "GradientReversal",
     "HintLoss",
     "KDLoss",
+    "L2SPLoss",
     "MMDLoss",
+    "bss_loss",
     "coral_loss",
     "dann_lr_factor",
+    "delta_channel_attention",
+    "delta_loss",
     "distillation_loss",
     "distillation_terms",
     "domain_accuracy",
@@ -45,7 +54,9 @@ __all__: list[str] = [
     "grad_reverse",
     "hint_loss",
     "kd_loss",
+    "l2sp_loss",
     "mmd_loss",
+    "parameter_snapshot",
     "schedule_value",
     "training_progress",
 ]
