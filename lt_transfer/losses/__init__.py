@@ -12,6 +12,11 @@ from lt_transfer.losses.adversarial import (
     schedule_value,
     training_progress,
 )
+from lt_transfer.losses.attention_transfer import (
+    AttentionTransferLoss,
+    attention_map,
+    attention_transfer_loss,
+)
 from lt_transfer.losses.bss import BSSLoss, bss_loss
 from lt_transfer.losses.cdan import (
     CDANLoss,
@@ -34,6 +39,7 @@ from lt_transfer.losses.distillation import (
     hint_loss,
     kd_loss,
 )
+from lt_transfer.losses.dkd import DKDLoss, DKDTerms, dkd_loss, dkd_terms
 from lt_transfer.losses.entropy import EntropyLoss, entropy_loss
 from lt_transfer.losses.information_maximization import (
     InformationMaximizationLoss,
@@ -51,11 +57,14 @@ from lt_transfer.losses.self_training import (
 from lt_transfer.losses.shot import shot_pseudo_labels
 
 __all__: list[str] = [
+    "AttentionTransferLoss",
     "BSSLoss",
     "CDANLoss",
     "CORALLoss",
     "CoefficientSchedule",
     "DELTALoss",
+    "DKDLoss",
+    "DKDTerms",
     "DistillationLoss",
     "DistillationTerms",
     "DomainAdversarialLoss",
@@ -68,6 +77,8 @@ __all__: list[str] = [
     "MCCLoss",
     "MMDLoss",
     "SelfTrainingLoss",
+    "attention_map",
+    "attention_transfer_loss",
     "bss_loss",
     "cdan_input_width",
     "cdan_loss",
@@ -79,6 +90,8 @@ __all__: list[str] = [
     "delta_loss",
     "distillation_loss",
     "distillation_terms",
+    "dkd_loss",
+    "dkd_terms",
     "domain_accuracy",
     "domain_adversarial_loss",
     "domain_discriminator",
