@@ -61,10 +61,8 @@ __all__ = [
     "randomized_multilinear_map",
 ]
 
-#: Above this width of the full multilinear map the paper switches to the randomised one.
-MULTILINEAR_LIMIT = 4096
-#: The randomised map's width in the paper.
-PAPER_RANDOMIZED_DIM = 1024
+_MULTILINEAR_LIMIT = 4096  # above this width of the full map the paper switches to the randomised one
+_PAPER_RANDOMIZED_DIM = 1024  # the randomised map's width in the paper
 
 
 def _check_features_predictions(features: torch.Tensor, predictions: torch.Tensor, where: str) -> None:
@@ -143,7 +141,7 @@ def cdan_randomized_dim(num_features: int, num_classes: int) -> int | None:
         >>> cdan_randomized_dim(84, 10), cdan_randomized_dim(2048, 31)
         (None, 1024)
     """
-    return None if num_features * num_classes <= MULTILINEAR_LIMIT else PAPER_RANDOMIZED_DIM
+    return None if num_features * num_classes <= _MULTILINEAR_LIMIT else _PAPER_RANDOMIZED_DIM
 
 
 def cdan_input_width(num_features: int, num_classes: int, randomized_dim: int | None = None) -> int:

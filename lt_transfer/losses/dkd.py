@@ -46,6 +46,11 @@ class DKDTerms(NamedTuple):
         total: ``alpha * tckd + beta * nckd``.
         tckd: target-class term (binary KL), unweighted.
         nckd: non-target-class term (KL over the other classes), unweighted.
+
+    Example:
+        >>> terms = dkd_terms(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+        >>> terms.nckd.item()  # two classes: the non-target distribution is always (1,)
+        0.0
     """
 
     total: torch.Tensor

@@ -161,7 +161,9 @@ class L2SPLoss(nn.Module):
     The snapshot is taken at construction, so build the module before the first training
     step. Its buffers are named ``w0:<parameter name with ':' for '.'>``; restoring a
     checkpoint (``load_state_dict``) restores the original snapshot bit-exactly, whatever the
-    weights were when the module was rebuilt.
+    weights were when the module was rebuilt. As a child of a module wrapped in DDP the
+    snapshot (a copy of the backbone) would be broadcast from rank 0 at every forward
+    (``broadcast_buffers``); hold it outside the wrapped module (e.g. in a callback) instead.
 
     Args:
         pretrained: ``(name, parameter)`` pairs of the pretrained parameters (frozen included).
