@@ -41,6 +41,7 @@ __all__ = [
     "attached_trainer",
     "cli_hparams_active",
     "install_top_level_instantiators",
+    "load_options",
     "lr_finder_scheduler_types",
     "restart_train_iterator",
     "rewrap_ddp",
@@ -121,6 +122,24 @@ def restart_train_iterator(trainer: Trainer) -> None:
     if fetcher is None:
         raise _fail("trainer.fit_loop._data_fetcher", ValueError("no data fetcher at epoch start"))
     iter(fetcher)
+
+
+def load_options(weights_only: bool) -> dict[str, Any]:
+    """Keyword arguments for ``load_from_checkpoint`` asking for ``weights_only`` where supported.
+
+    Lightning 2.6 takes ``weights_only``; 2.5 has no such argument (and reads unsafely): callers
+    check the file with :func:`lt_transfer.checkpoints.read_checkpoint` first either way.
+
+    Example:
+        >>> load_options(True) in ({"weights_only": True}, {})
+        True
+    """
+    return {"weights_only": weights_only} if _LOAD_TAKES_WEIGHTS_ONLY else {}
+
+
+_LOAD_TAKES_WEIGHTS_ONLY = "weights_only" in inspect.signature(
+    LightningModule.load_from_checkpoint
+).parameters
 
 
 def lr_finder_scheduler_types() -> tuple[type, ...]:

@@ -11,6 +11,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lt_transfer._lightning_compat import install_top_level_instantiators
+from lt_transfer.backbones import architecture_only
+from lt_transfer.checkpoints import read_checkpoint
+from lt_transfer.modules._checkpointing import CHECKPOINT_INFO_KEY
 
 __all__ = ["TransferCLI", "main"]
 
@@ -20,6 +23,10 @@ class TransferCLI(LightningCLI):
 
     Nested LightningModules (a ``TransferClassifier`` student inside a
     ``DistillationModule``) record their own hyper-parameters, not the top-level config.
+    ``--ckpt_path`` is read safely before anything is built (clear errors for corrupt,
+    truncated or wrong-kind files), and the model is then built with its backbones'
+    architecture only: the checkpoint holds the weights, so the pretrained files named in the
+    config are not needed.
 
     Example:
         >>> issubclass(TransferCLI, LightningCLI)
@@ -32,6 +39,19 @@ class TransferCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Replace the CLI's instantiators by ones that apply to the top-level classes only."""
         install_top_level_instantiators(self)
+
+    def instantiate_classes(self) -> None:
+        """Check ``--ckpt_path`` first; build the model without the pretrained files it replaces."""
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry"):
+            super().instantiate_classes()
+            return
+        checkpoint = read_checkpoint(ckpt_path, where=f"lt-transfer {self.subcommand} --ckpt_path", mmap=True)
+        info = checkpoint.get(CHECKPOINT_INFO_KEY) or {}
+        self_contained = not checkpoint.get("lt_transfer_trainable_only", False)
+        with architecture_only(self_contained, info.get("model_configs")):
+            super().instantiate_classes()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -40,6 +40,8 @@ from lt_transfer.backbones.torchvision import (
 from lt_transfer.backbones.weights import (
     WEIGHT_FILE_SUFFIXES,
     ResolvedWeights,
+    architecture_only,
+    architecture_only_active,
     check_state_dict,
     load_weights_file,
     read_state_dict,
@@ -66,6 +68,8 @@ __all__ = [
     "ModelClass",
     "Pooling",
     "ResolvedWeights",
+    "architecture_only",
+    "architecture_only_active",
     "build_backbone",
     "build_hf_backbone",
     "build_torchvision_backbone",

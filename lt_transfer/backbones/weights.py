@@ -11,6 +11,11 @@ backbones and torchvision teachers alike), so a value means the same everywhere:
   installed package. A value names a file when it exists, contains a path separator, starts
   with ``pkg://`` or ends with one of :data:`WEIGHT_FILE_SUFFIXES`.
 
+Inside :func:`architecture_only` (entered while a checkpoint is loaded, which holds every
+weight itself) a ``weights=`` value is not read at all: backbones are built with their
+architecture only and keep ``pretrained=True``, so loading a checkpoint never needs the
+original weight file and never downloads.
+
 Files are read with ``torch.load(..., weights_only=True)`` (no pickled code runs), or with
 the ``safetensors`` package for ``.safetensors`` files. A ``{"state_dict": {...}}`` wrapper is
 unwrapped. Before loading, the keys and shapes are checked against the model, and a
@@ -20,7 +25,9 @@ mismatch is an error naming the argument, the file and the architecture.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,16 +43,76 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WEIGHT_FILE_SUFFIXES",
+    "architecture_only",
+    "architecture_only_active",
     "ResolvedWeights",
     "check_state_dict",
     "load_weights_file",
     "read_state_dict",
     "resolve_weights",
+    "stored_model_config",
 ]
 
 #: File endings that make a ``weights=`` value a file even when it does not exist yet
 #: (so a typo in a path is "no such file", not "no such weights name").
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+
+
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("lt_transfer_architecture_only", default=False)
+_MODEL_CONFIGS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar(
+    "lt_transfer_model_configs", default=None
+)
+
+
+@contextmanager
+def architecture_only(
+    active: bool = True, model_configs: Mapping[str, Mapping[str, Any]] | None = None
+) -> Iterator[None]:
+    """Build backbones without reading any pretrained weights inside this block.
+
+    Used while a checkpoint is loaded: the checkpoint holds every weight, so the original file
+    (or a ``"DEFAULT"`` download) is never needed. Backbones built here keep ``pretrained``
+    from their ``weights=`` value, so defaults that depend on it (the backbone learning-rate
+    scale) are the ones of the run that wrote the checkpoint. ``active=False`` re-enables
+    weight loading inside an outer block (a distillation teacher that the checkpoint does not
+    hold). ``model_configs`` maps a model reference (e.g. a Hugging Face folder) to the model
+    config a checkpoint stored, so that not even the config file is read.
+
+    Example:
+        >>> from lt_transfer.backbones import build_backbone
+        >>> with architecture_only():
+        ...     backbone = build_backbone("torchvision/resnet18", weights="/no/such/file.pth")
+        >>> backbone.pretrained
+        True
+    """
+    token = _ARCHITECTURE_ONLY.set(active)
+    configs = _MODEL_CONFIGS.set(dict(model_configs or {}) if active else {})
+    try:
+        yield
+    finally:
+        _MODEL_CONFIGS.reset(configs)
+        _ARCHITECTURE_ONLY.reset(token)
+
+
+def stored_model_config(reference: str) -> Mapping[str, Any] | None:
+    """The model config a checkpoint stored for ``reference`` inside :func:`architecture_only`.
+
+    Example:
+        >>> with architecture_only(model_configs={"hf/x": {"model_type": "bert"}}):
+        ...     stored_model_config("hf/x")
+        {'model_type': 'bert'}
+    """
+    return (_MODEL_CONFIGS.get() or {}).get(reference)
+
+
+def architecture_only_active() -> bool:
+    """Whether backbones are being built without their pretrained weights (see above).
+
+    Example:
+        >>> architecture_only_active()
+        False
+    """
+    return _ARCHITECTURE_ONLY.get()
 
 
 @dataclass(frozen=True)
@@ -129,6 +196,8 @@ Choose one of ['IMAGENET1K_V1', 'DEFAULT'], a local state-dict file, 'pkg://<pac
     label = f"{caller}({argument}={weights!r})"
     if weights is None:
         return ResolvedWeights(None, label)
+    if architecture_only_active():  # a checkpoint supplies the weights: read nothing
+        return ResolvedWeights(weights if isinstance(weights, str) else str(weights), label)
     if not isinstance(weights, str):
         raise TypeError(
             f"{label}: expected None, a weights name, a file path or 'pkg://<package>/<file>', "

@@ -27,13 +27,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lt_transfer._lightning_compat import attached_trainer
 from lt_transfer.batches import split_batch
+from lt_transfer.modules._checkpointing import SelfContainedCheckpoints
 from lt_transfer.optim import apply_lr_scales
 
 __all__ = ["ClassificationModule", "Stage"]
@@ -42,7 +42,7 @@ __all__ = ["ClassificationModule", "Stage"]
 Stage = Literal["train", "val", "test"]
 
 
-class ClassificationModule(LightningModule):
+class ClassificationModule(SelfContainedCheckpoints):
     """Base class of the classification LightningModules: optimizer, evaluation, metrics.
 
     Subclasses implement ``forward`` (input → logits ``(N, C)``), :meth:`param_groups` and

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer._lightning_compat import cli_hparams_active, without_cli_hparams
-from lt_transfer.backbones import load_teacher
+from lt_transfer.backbones import architecture_only, architecture_only_active, load_teacher
 from lt_transfer.batches import Input, batch_size, split_batch
 from lt_transfer.losses.distillation import HintLoss, distillation_terms
 from lt_transfer.modules._base import ClassificationModule
@@ -104,6 +104,10 @@ class DistillationModule(ClassificationModule):
         scheduler_monitor: metric for schedulers that need one.
         eval_names: names of several validation/test loaders (default: the datamodule's
             ``eval_names``); one loader logs ``val/loss`` and ``val/acc``.
+        trust_checkpoint: for a checkpoint-path teacher only: read it with
+            ``weights_only=False``, which runs any code its pickle holds (warns). Checkpoints of
+            lt_transfer's modules never need it; a file that does is refused by default with an
+            error naming this argument.
 
     Raises:
         ValueError: inconsistent arguments (named in the message); student and teacher
@@ -144,6 +148,7 @@ class DistillationModule(ClassificationModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str = "val/loss",
         eval_names: list[str] | None = None,
+        trust_checkpoint: bool = False,
     ) -> None:
         super().__init__(
             num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
@@ -151,15 +156,21 @@ class DistillationModule(ClassificationModule):
             ignore_index=ignore_index,
         )
         from_cli = cli_hparams_active()
-        ignore = [] if from_cli else ["student"]
+        # factories and module objects are not plain data: checkpoints stay loadable with
+        # torch.load(weights_only=True) (the CLI saves its config, optimizer included, anyway)
+        ignore = ["optimizer", "scheduler"] + ([] if from_cli else ["student"])
         if isinstance(teacher, nn.Module) and not from_cli:
             ignore.append("teacher")
         self.save_hyperparameters(ignore=ignore)
         _check_arguments(student, num_classes, alpha, temperature, class_mapping)
         _check_hint_arguments(alpha, hint_layers, hint_widths, hint_weight, cache_teacher_outputs)
 
-        with without_cli_hparams():
-            self.teacher = load_teacher(teacher, teacher_weights, teacher_class)
+        # While a checkpoint is loaded, backbones are built without their weights (the checkpoint
+        # holds them); a teacher the checkpoint does not hold (save_teacher=False) loads its own.
+        with without_cli_hparams(), architecture_only(architecture_only_active() and save_teacher):
+            self.teacher = load_teacher(
+                teacher, teacher_weights, teacher_class, trust_checkpoint=trust_checkpoint
+            )
         self.student = student
         teacher_ids = {id(p) for p in self.teacher.parameters()}
         shared = [name for name, p in student.named_parameters() if id(p) in teacher_ids]
@@ -340,6 +351,7 @@ class DistillationModule(ClassificationModule):
     # --------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Drop the teacher's weights from the checkpoint unless ``save_teacher=True``."""
+        super().on_save_checkpoint(checkpoint)
         if not self.hparams.save_teacher:
             state = checkpoint["state_dict"]
             checkpoint["state_dict"] = type(state)(

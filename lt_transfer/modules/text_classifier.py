@@ -220,6 +220,7 @@ class TextClassifier(TransferClassifier):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """With ``save_trainable_only``: keep trainable weights and buffers only."""
+        super().on_save_checkpoint(checkpoint)
         if not self.hparams.save_trainable_only:
             return
         keep = self._trainable_keys() | {name for name, _ in self.named_buffers()}
