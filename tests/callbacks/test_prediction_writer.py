@@ -154,3 +154,34 @@ def test_ddp_ranks_write_parts_and_rank_zero_merges(tmp_path: Path) -> None:
         "img1.png",
     ]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("ddp")) == ["ddp.csv"]
+
+
+def test_cli_predict_writes_the_csv(tmp_path: Path) -> None:
+    """`lt-transfer predict --data.predict_root <folder>` with the writer configured on the command line."""
+    import os
+    import subprocess
+    import sys
+
+    _data(tmp_path)  # writes the folders
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    command = [
+        sys.executable,
+        "-m",
+        "lt_transfer.cli",
+        "predict",
+        "--model=tests.callbacks.test_prediction_writer.TinyClassifier",
+        "--data=lt_transfer.ImageFolderDataModule",
+        f"--data.root={tmp_path / 'photos'}",
+        f"--data.predict_root={tmp_path / 'new'}",
+        "--data.image_size=16",
+        "--data.num_workers=0",
+        "--trainer.logger=false",
+        "--trainer.callbacks+=lt_transfer.PredictionWriter",
+        f"--trainer.callbacks.output={tmp_path / 'cli.csv'}",
+        "--trainer.callbacks.top_k=1",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _read(tmp_path / "cli.csv")
+    assert len(rows) == 5 and {r["prediction"] for r in rows} <= {"cat", "dog", "owl"}
