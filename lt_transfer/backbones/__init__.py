@@ -3,14 +3,19 @@
 One job per file:
 
 * :mod:`~lt_transfer.backbones.base`: :class:`Backbone`, :class:`LayerGroup`;
+* :mod:`~lt_transfer.backbones.preprocessing`: :class:`Preprocessing`, the input the weights
+  expect (``backbone.preprocessing``);
 * :mod:`~lt_transfer.backbones.weights`: what a ``weights=`` value names, reading and
   checking state-dict files (used by every loader below);
 * :mod:`~lt_transfer.backbones.torchvision`: torchvision families, head removal, the
   backbone builder and the whole-classifier loader;
+* :mod:`~lt_transfer.backbones.timm`: timm models (timm imported only inside its functions),
+  their layer groups, weights (EfficientNet-PyTorch-style files included) and preprocessing;
 * :mod:`~lt_transfer.backbones.hf`: Hugging Face encoders and tokenizers;
 * :mod:`~lt_transfer.backbones.lenet`: :class:`LeNetBackbone`;
 * :mod:`~lt_transfer.backbones.teacher`: :func:`load_teacher` for distillation;
-* :mod:`~lt_transfer.backbones.build`: :func:`build_backbone` from a spec string or a module.
+* :mod:`~lt_transfer.backbones.build`: :func:`build_backbone` from a spec string or a module,
+  :func:`resolve_preprocessing` for a spec string.
 
 The Hugging Face names (:class:`HFBackbone`, :func:`build_hf_backbone`, :func:`load_tokenizer`
 ...) are loaded on first access, so ``import lt_transfer`` loads none of the Hugging Face
@@ -28,14 +33,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from lt_transfer.backbones.base import Backbone, LayerGroup, matches_prefix
-from lt_transfer.backbones.build import build_backbone
+from lt_transfer.backbones.build import build_backbone, resolve_preprocessing
 from lt_transfer.backbones.lenet import LeNetBackbone
+from lt_transfer.backbones.preprocessing import Preprocessing
 from lt_transfer.backbones.teacher import load_teacher
+from lt_transfer.backbones.timm import (
+    build_timm_backbone,
+    load_timm_classifier,
+    map_efficientnet_pytorch_keys,
+    timm_layer_groups,
+    timm_preprocessing,
+)
 from lt_transfer.backbones.torchvision import (
     SUPPORTED_TORCHVISION_FAMILIES,
     build_torchvision_backbone,
     load_torchvision_classifier,
     remove_head,
+    torchvision_preprocessing,
 )
 from lt_transfer.backbones.weights import (
     WEIGHT_FILE_SUFFIXES,
@@ -44,6 +58,7 @@ from lt_transfer.backbones.weights import (
     architecture_only_active,
     check_state_dict,
     load_weights_file,
+    names_a_file,
     read_state_dict,
     resolve_weights,
 )
@@ -67,22 +82,31 @@ __all__ = [
     "LeNetBackbone",
     "ModelClass",
     "Pooling",
+    "Preprocessing",
     "ResolvedWeights",
     "architecture_only",
     "architecture_only_active",
     "build_backbone",
     "build_hf_backbone",
+    "build_timm_backbone",
     "build_torchvision_backbone",
     "check_state_dict",
     "load_teacher",
+    "load_timm_classifier",
     "load_tokenizer",
     "load_torchvision_classifier",
     "load_weights_file",
+    "map_efficientnet_pytorch_keys",
     "matches_prefix",
+    "names_a_file",
     "read_state_dict",
     "remove_head",
     "resolve_model_path",
+    "resolve_preprocessing",
     "resolve_weights",
+    "timm_layer_groups",
+    "timm_preprocessing",
+    "torchvision_preprocessing",
 ]
 
 #: Names served from :mod:`lt_transfer.backbones.hf` on first access.

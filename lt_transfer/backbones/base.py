@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lt_transfer.backbones.preprocessing import Preprocessing
+
 __all__ = ["Backbone", "LayerGroup", "matches_prefix"]
 
 
@@ -36,6 +38,29 @@ def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
         False
     """
     return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _children_with_parameters(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    return [
+        (f"{prefix}{name}", child)
+        for name, child in module.named_children()
+        if any(True for _ in child.parameters())
+    ]
+
+
+def _default_groups(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """Direct parameters (``"params"``), then each child holding parameters; one Sequential is split."""
+    direct = [n for n, _ in model.named_parameters(recurse=False)]
+    children = _children_with_parameters(model, "")
+    while not direct and len(children) == 1 and isinstance(children[0][1], nn.Sequential):
+        name, only = children[0]
+        inner = _children_with_parameters(only, f"{name}.")
+        own = any(True for _ in only.parameters(recurse=False))
+        if own or (len(inner) == 1 and not isinstance(inner[0][1], nn.Sequential)):
+            break
+        children = inner
+    groups = [(name, (name,)) for name, _ in children]
+    return [("params", tuple(direct)), *groups] if direct else groups
 
 
 @dataclass(frozen=True)
@@ -80,9 +105,16 @@ class Backbone(nn.Module):
             A parameter belongs to a group when its name equals a prefix or starts with
             ``prefix + "."``. Every parameter of ``model`` must belong to exactly one group.
             ``None`` makes each direct child that holds parameters a group.
+            A model whose only such child is an ``nn.Sequential`` (e.g. ``nn.Sequential(
+            mobilenet_v2().features, pooling)``) is split into that Sequential's children
+            instead (``"0.0"``, ``"0.1"``, ...), again while the result is one Sequential.
         name: a readable name for messages and logs.
         pretrained: whether ``model`` holds pretrained weights. Modules use it for defaults
             that depend on it (the backbone learning-rate scale).
+        preprocessing: the input the weights expect (size, crop, mean/std); ``None`` (the
+            default for plain modules) means unknown: image data modules then use the
+            ImageNet defaults. Spec-string builders set it (see
+            :mod:`lt_transfer.backbones.preprocessing`).
 
     Raises:
         ValueError: if ``num_features`` is not positive, or the groups miss or repeat
@@ -98,6 +130,10 @@ class Backbone(nn.Module):
         torch.Size([2, 4])
         >>> [group.name for group in backbone.layer_groups()]
         ['0']
+        >>> blocks = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+        >>> wrapped = Backbone(nn.Sequential(blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4)
+        >>> [group.name for group in wrapped.layer_groups()]
+        ['0.0', '0.2']
     """
 
     def __init__(
@@ -107,6 +143,7 @@ class Backbone(nn.Module):
         groups: Sequence[tuple[str, Sequence[str]]] | None = None,
         name: str = "custom",
         pretrained: bool = False,
+        preprocessing: Preprocessing | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -117,15 +154,14 @@ class Backbone(nn.Module):
         self.num_features = int(num_features)
         self.name = name
         self.pretrained = bool(pretrained)
+        if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+            raise TypeError(
+                "Backbone(preprocessing=...) must be a Preprocessing or None, got "
+                f"{type(preprocessing).__name__}."
+            )
+        self.preprocessing = preprocessing
         if groups is None:
-            groups = [
-                (child_name, (child_name,))
-                for child_name, child in model.named_children()
-                if any(True for _ in child.parameters())
-            ]
-            direct = [n for n, _ in model.named_parameters(recurse=False)]
-            if direct:
-                groups = [("params", tuple(direct)), *groups]
+            groups = _default_groups(model)
         self._group_spec: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
             (group_name, tuple(prefixes)) for group_name, prefixes in groups
         )

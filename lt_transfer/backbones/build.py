@@ -2,9 +2,14 @@
 
 A spec string ``"<source>/<name>"`` goes to its source's builder:
 ``"torchvision/<model>"`` to :func:`~lt_transfer.backbones.torchvision.build_torchvision_backbone`,
-``"hf/<name or path>"`` to :func:`~lt_transfer.backbones.hf.build_hf_backbone` (imported only
-then, so that ``transformers`` loads only for text backbones). A plain ``nn.Module`` is split
-by the attribute path of its head (``head=``) or used as is (``num_features=``).
+``"timm/<model>"`` to :func:`~lt_transfer.backbones.timm.build_timm_backbone` and
+``"hf/<name or path>"`` to :func:`~lt_transfer.backbones.hf.build_hf_backbone` (both imported
+only then, so that ``timm`` and ``transformers`` load only when used). A plain ``nn.Module`` is
+split by the attribute path of its head (``head=``) or used as is (``num_features=``).
+
+:func:`resolve_preprocessing` answers, for the same spec strings and without building the
+model, which input the weights expect (what ``backbone.preprocessing`` of the built backbone
+holds).
 """
 
 from __future__ import annotations
@@ -14,9 +19,25 @@ from typing import Any
 from torch import nn
 
 from lt_transfer.backbones.base import Backbone
-from lt_transfer.backbones.torchvision import build_torchvision_backbone, remove_head
+from lt_transfer.backbones.preprocessing import Preprocessing
+from lt_transfer.backbones.torchvision import (
+    build_torchvision_backbone,
+    remove_head,
+    torchvision_preprocessing,
+)
 
-__all__ = ["build_backbone"]
+__all__ = ["build_backbone", "resolve_preprocessing"]
+
+_SOURCES = "'torchvision/<model>' (e.g. 'torchvision/resnet18'), 'timm/<model>' or 'hf/<name or path>'"
+
+
+def _split_spec(name: str, caller: str) -> tuple[str, str]:
+    source, sep, model_name = name.partition("/")
+    if not sep or not model_name:
+        raise ValueError(f"{caller}(name={name!r}): expected {_SOURCES}.")
+    if source not in ("torchvision", "timm", "hf"):
+        raise ValueError(f"{caller}(name={name!r}): unknown source {source!r}; use {_SOURCES}.")
+    return source, model_name
 
 
 def _build_from_module(
@@ -72,13 +93,15 @@ def build_backbone(
             cache), a local state-dict file saved from the same architecture (``.pth``,
             ``.safetensors`` ...), or ``"pkg://<package>/<file>"`` for a file shipped inside an
             installed package (e.g. :data:`lt_transfer.resources.MOBILENET_V2_IMAGENET`). The
-            rules are those of :func:`lt_transfer.backbones.weights.resolve_weights`.
+            rules are those of :func:`lt_transfer.backbones.weights.resolve_weights`. For timm
+            names: ``None``, a file or ``pkg://`` file (no hub names).
         head: see ``name``; only for modules.
         num_features: see ``name``; only for modules.
         pretrained: only for modules: whether the module holds pretrained weights (spec
             strings know it: ``weights`` given, or a Hugging Face model).
         **model_kwargs: forwarded to ``torchvision.models.get_model`` (e.g.
-            ``image_size=32`` for ViT) or to the Hugging Face builder.
+            ``image_size=32`` for ViT), ``timm.create_model`` (e.g. ``img_size=32``) or to the
+            Hugging Face builder.
 
     Returns:
         The backbone, head removed, with its layer groups.
@@ -111,24 +134,52 @@ def build_backbone(
             f"build_backbone(name={name!r}): head/num_features/pretrained only apply to nn.Module inputs; "
             "the split of a named model is known."
         )
-    source, sep, model_name = name.partition("/")
-    if not sep or not model_name:
-        raise ValueError(
-            f"build_backbone(name={name!r}): expected 'torchvision/<model>' "
-            "(e.g. 'torchvision/resnet18') or 'hf/<name or path>'."
-        )
+    source, model_name = _split_spec(name, "build_backbone")
     if source == "torchvision":
         return build_torchvision_backbone(model_name, weights, **model_kwargs)
-    if source == "hf":
-        if weights is not None:
-            raise ValueError(
-                f"build_backbone(name={name!r}, weights={weights!r}): a Hugging Face model's "
-                "weights come with its folder or hub name; drop weights."
-            )
-        from lt_transfer.backbones.hf import build_hf_backbone  # lazy: only text backbones need it
+    if source == "timm":
+        from lt_transfer.backbones.timm import build_timm_backbone  # lazy: timm is an optional extra
 
-        return build_hf_backbone(model_name, **model_kwargs)
-    raise ValueError(
-        f"build_backbone(name={name!r}): unknown source {source!r}; "
-        "use 'torchvision/<model>' or 'hf/<name or path>'."
-    )
+        return build_timm_backbone(model_name, weights, **model_kwargs)
+    if weights is not None:
+        raise ValueError(
+            f"build_backbone(name={name!r}, weights={weights!r}): a Hugging Face model's "
+            "weights come with its folder or hub name; drop weights."
+        )
+    from lt_transfer.backbones.hf import build_hf_backbone  # lazy: only text backbones need it
+
+    return build_hf_backbone(model_name, **model_kwargs)
+
+
+def resolve_preprocessing(name: str, weights: str | None = None, **model_kwargs: Any) -> Preprocessing | None:
+    """The input a spec string's weights expect, without building the model.
+
+    Gives what ``build_backbone(name, weights, **model_kwargs).preprocessing`` holds:
+    torchvision weights names their own ``transforms()``, timm models timm's data config,
+    anything else the ImageNet defaults (see :mod:`lt_transfer.backbones.preprocessing`).
+
+    Args:
+        name: ``"torchvision/<model>"``, ``"timm/<model>"`` or ``"hf/<name or path>"``.
+        weights: as for :func:`build_backbone`.
+        **model_kwargs: the model's keyword arguments (input size ones are read).
+
+    Returns:
+        The preprocessing, or ``None`` for Hugging Face (text) backbones.
+
+    Raises:
+        ValueError: a malformed spec, an unknown model or weights name.
+
+    Example:
+        >>> resolve_preprocessing("torchvision/resnet50", "IMAGENET1K_V2").resize_size
+        232
+        >>> resolve_preprocessing("timm/vit_tiny_patch16_224").mean
+        (0.5, 0.5, 0.5)
+    """
+    source, model_name = _split_spec(name, "resolve_preprocessing")
+    if source == "torchvision":
+        return torchvision_preprocessing(model_name, weights, **model_kwargs)
+    if source == "timm":
+        from lt_transfer.backbones.timm import timm_preprocessing  # lazy: timm is an optional extra
+
+        return timm_preprocessing(model_name, weights, **model_kwargs)
+    return None

@@ -1,10 +1,11 @@
-"""load_teacher: a distillation teacher from a module, a Lightning checkpoint or a torchvision spec.
+"""load_teacher: a distillation teacher from a module, a Lightning checkpoint, a torchvision or timm spec.
 
 :class:`~lt_transfer.DistillationModule` calls :func:`load_teacher` with its ``teacher``,
 ``teacher_weights`` and ``teacher_class`` arguments (messages name those). A
 ``"torchvision/<model>"`` teacher is the whole classifier, head included, built by
 :func:`~lt_transfer.backbones.torchvision.load_torchvision_classifier`: its weights go
-through the same resolver as a backbone's (:mod:`lt_transfer.backbones.weights`).
+through the same resolver as a backbone's (:mod:`lt_transfer.backbones.weights`). A
+``"timm/<model>"`` teacher likewise, by :func:`~lt_transfer.backbones.timm.load_timm_classifier`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from lt_transfer._lightning_compat import load_options
+from lt_transfer.backbones.timm import load_timm_classifier
 from lt_transfer.backbones.torchvision import load_torchvision_classifier
 from lt_transfer.checkpoints import read_checkpoint
 
@@ -45,9 +47,10 @@ def load_teacher(
         teacher: an ``nn.Module`` (returned as is); a ``.ckpt`` path of a LightningModule
             checkpoint (loaded with ``teacher_class.load_from_checkpoint``; the class comes from
             ``teacher_class`` or, for checkpoints written by ``lt-transfer``/LightningCLI, from
-            the checkpoint itself); or ``"torchvision/<model>"``: the *whole* torchvision
-            classifier, head included, with ``weights``.
-        weights: for torchvision specs: ``None``, a weights name (``"DEFAULT"``), a local state
+            the checkpoint itself); or ``"torchvision/<model>"`` / ``"timm/<model>"``: the
+            *whole* classifier, head included, with ``weights``.
+        weights: for timm specs: ``None``, a file or ``pkg://`` file of the full classifier.
+            For torchvision specs: ``None``, a weights name (``"DEFAULT"``), a local state
             dict of the full classifier, or ``"pkg://<package>/<file>"`` (the rules of
             :func:`~lt_transfer.backbones.weights.resolve_weights`).
         teacher_class: dotted import path of the checkpoint's LightningModule class.
@@ -78,12 +81,13 @@ def load_teacher(
     if not isinstance(teacher, str):
         raise TypeError(
             f"DistillationModule(teacher=...) must be an nn.Module, a checkpoint path or a "
-            f"'torchvision/<model>' spec, got {type(teacher).__name__}."
+            f"'torchvision/<model>' or 'timm/<model>' spec, got {type(teacher).__name__}."
         )
-    if teacher.startswith("torchvision/"):
+    if teacher.startswith(("torchvision/", "timm/")):
         if teacher_class is not None:
             raise ValueError(f"DistillationModule(teacher_class=...) does not apply to teacher={teacher!r}.")
-        return load_torchvision_classifier(
+        loader = load_torchvision_classifier if teacher.startswith("torchvision/") else load_timm_classifier
+        return loader(
             teacher,
             weights,
             caller="DistillationModule",
@@ -93,7 +97,8 @@ def load_teacher(
     path = Path(teacher).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"DistillationModule(teacher={teacher!r}): not a file and not a 'torchvision/<model>' spec. "
+            f"DistillationModule(teacher={teacher!r}): not a file and not a 'torchvision/<model>' or "
+            "'timm/<model>' spec. "
             "Pass a LightningModule checkpoint path, a spec, or an nn.Module."
         )
     if weights is not None:

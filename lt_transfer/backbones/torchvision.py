@@ -19,13 +19,15 @@ from typing import Any
 from torch import nn
 
 from lt_transfer.backbones.base import Backbone
-from lt_transfer.backbones.weights import load_weights_file, resolve_weights
+from lt_transfer.backbones.preprocessing import Preprocessing, with_weights_normalization
+from lt_transfer.backbones.weights import ResolvedWeights, load_weights_file, resolve_weights
 
 __all__ = [
     "SUPPORTED_TORCHVISION_FAMILIES",
     "build_torchvision_backbone",
     "load_torchvision_classifier",
     "remove_head",
+    "torchvision_preprocessing",
 ]
 
 SUPPORTED_TORCHVISION_FAMILIES = (
@@ -156,6 +158,42 @@ def _check_model_name(name: str, label: str) -> None:
     )
 
 
+def torchvision_preprocessing(
+    name: str, weights: str | None = None, *, resolved: ResolvedWeights | None = None, **model_kwargs: Any
+) -> Preprocessing:
+    """The preprocessing of a torchvision model: its weights' ``transforms()`` or the ImageNet defaults.
+
+    A weights name (``"DEFAULT"``) gives that weights' own transform; ``None`` or a file gives
+    :meth:`~lt_transfer.backbones.preprocessing.Preprocessing.imagenet` (and a listed shipped
+    file its own normalisation). ``image_size`` in ``model_kwargs`` (ViT) sets the input size.
+
+    Args:
+        name: a :func:`torchvision.models.list_models` name.
+        weights: as for :func:`build_torchvision_backbone`.
+        resolved: ``weights`` already resolved (the builder passes it; then ``weights`` is unused).
+        **model_kwargs: the model's keyword arguments (only ``image_size`` is read).
+
+    Example:
+        >>> torchvision_preprocessing("resnet50", "IMAGENET1K_V2").resize_size
+        232
+        >>> torchvision_preprocessing("vit_b_16", image_size=32).image_size
+        32
+    """
+    if resolved is None:
+        _check_model_name(name, f"resolve_preprocessing(name='torchvision/{name}')")
+        resolved = resolve_weights(
+            weights, torchvision_model=name, caller="resolve_preprocessing", argument="weights"
+        )
+    if resolved.enum is not None:
+        preprocessing = Preprocessing.from_torchvision(resolved.enum.transforms())
+    else:
+        preprocessing = with_weights_normalization(Preprocessing.imagenet(), resolved.file or resolved.value)
+    image_size = model_kwargs.get("image_size")
+    if isinstance(image_size, int) and image_size != preprocessing.image_size:
+        preprocessing = preprocessing.resized(image_size)
+    return preprocessing
+
+
 def build_torchvision_backbone(name: str, weights: str | None = None, **model_kwargs: Any) -> Backbone:
     """Build a torchvision model with its head removed, split into layer groups.
 
@@ -170,7 +208,8 @@ def build_torchvision_backbone(name: str, weights: str | None = None, **model_kw
             ``image_size=32`` for ViT).
 
     Returns:
-        The backbone; ``pretrained`` is ``True`` when ``weights`` is given.
+        The backbone; ``pretrained`` is ``True`` when ``weights`` is given; ``preprocessing``
+        from :func:`torchvision_preprocessing`.
 
     Raises:
         ValueError: an unknown model (close names listed), unknown weights, weights that do
@@ -200,7 +239,10 @@ def build_torchvision_backbone(name: str, weights: str | None = None, **model_kw
     if resolved.file is not None:
         load_weights_file(model, resolved, architecture=spec, optional_prefixes=[split.head])
     width = remove_head(model, split.head)
-    return Backbone(model, width, split.groups, name=spec, pretrained=resolved.pretrained)
+    preprocessing = torchvision_preprocessing(name, resolved=resolved, **model_kwargs)
+    return Backbone(
+        model, width, split.groups, name=spec, pretrained=resolved.pretrained, preprocessing=preprocessing
+    )
 
 
 def load_torchvision_classifier(

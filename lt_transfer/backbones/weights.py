@@ -48,6 +48,7 @@ __all__ = [
     "ResolvedWeights",
     "check_state_dict",
     "load_weights_file",
+    "names_a_file",
     "read_state_dict",
     "resolve_weights",
     "stored_model_config",
@@ -203,12 +204,18 @@ Choose one of ['IMAGENET1K_V1', 'DEFAULT'], a local state-dict file, 'pkg://<pac
             f"{label}: expected None, a weights name, a file path or 'pkg://<package>/<file>', "
             f"got {type(weights).__name__}."
         )
-    if _names_a_file(weights) or torchvision_model is None:
+    if names_a_file(weights) or torchvision_model is None:
         return ResolvedWeights(weights, label, file=_existing_file(weights, label, torchvision_model))
     return ResolvedWeights(weights, label, enum=_torchvision_enum(torchvision_model, weights, label))
 
 
-def _names_a_file(weights: str) -> bool:
+def names_a_file(weights: str) -> bool:
+    """Whether a ``weights=`` string names a file rather than a weights name (rules above).
+
+    Example:
+        >>> names_a_file("DEFAULT"), names_a_file("ckpt/model.pth"), names_a_file("pkg://pkg/w.pt")
+        (False, True, True)
+    """
     return (
         weights.startswith(PACKAGE_SCHEME)
         or os.sep in weights

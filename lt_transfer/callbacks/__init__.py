@@ -3,6 +3,7 @@
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
+from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 
 __all__: list[str] = [
@@ -10,5 +11,6 @@ __all__: list[str] = [
     "FeatureCache",
     "FeatureCacheMemoryError",
     "NegativeTransferMonitor",
+    "PredictionWriter",
     "ProgressiveUnfreezing",
 ]

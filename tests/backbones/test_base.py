@@ -69,3 +69,40 @@ def test_explicit_groups_must_partition() -> None:
         Backbone(net, 0)
     with pytest.raises(TypeError, match="must be an nn.Module"):
         Backbone("net", 4)  # type: ignore[arg-type]
+
+
+def test_one_big_sequential_is_split_into_its_children() -> None:
+    from torchvision.models import mobilenet_v2
+
+    from lt_transfer.backbones import build_backbone
+
+    features = mobilenet_v2().features
+    wrapped = nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone = Backbone(wrapped, num_features=1280)
+    names = [g.name for g in backbone.layer_groups()]
+    assert names == [f"0.{i}" for i in range(19)]
+    assert backbone.layer_groups()[3].modules == (features[3],)
+    assert_groups_partition(backbone)
+    built = build_backbone(
+        nn.Sequential(mobilenet_v2().features, nn.AdaptiveAvgPool2d(1), nn.Flatten()), num_features=1280
+    )
+    assert [g.name for g in built.layer_groups()] == names
+    # nested one-child Sequentials are followed; a single non-Sequential child stays one group
+    nested = Backbone(nn.Sequential(nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))), 2)
+    assert [g.name for g in nested.layer_groups()] == ["0.0.0", "0.0.1"]
+    assert [g.name for g in Backbone(nn.Sequential(nn.Sequential(nn.Linear(2, 2))), 2).layer_groups()] == [
+        "0"
+    ]
+    # several children at the top level: unchanged
+    two = Backbone(nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), nn.Linear(2, 2)), 2)
+    assert [g.name for g in two.layer_groups()] == ["0", "1"]
+
+
+def test_preprocessing_attribute() -> None:
+    from lt_transfer.backbones import Preprocessing
+
+    net = nn.Sequential(nn.Linear(2, 2))
+    assert Backbone(net, 2).preprocessing is None
+    assert Backbone(net, 2, preprocessing=Preprocessing.imagenet()).preprocessing.image_size == 224
+    with pytest.raises(TypeError, match="must be a Preprocessing or None, got dict"):
+        Backbone(net, 2, preprocessing={"image_size": 224})  # type: ignore[arg-type]
