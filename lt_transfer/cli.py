@@ -7,8 +7,10 @@ LightningModule / LightningDataModule / Callback is selectable by class path.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from lt_transfer._lightning_compat import install_top_level_instantiators
 from lt_transfer.backbones import architecture_only
@@ -40,17 +42,26 @@ class TransferCLI(LightningCLI):
         """Replace the CLI's instantiators by ones that apply to the top-level classes only."""
         install_top_level_instantiators(self)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then read ``--ckpt_path`` safely before Lightning or anything else opens it."""
+        super().parse_arguments(parser, args)
+        self._ckpt_info: dict[str, Any] | None = None
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if isinstance(ckpt_path, str) and ckpt_path not in ("last", "best", "hpc", "registry"):
+            checkpoint = read_checkpoint(ckpt_path, where=f"lt-transfer {subcommand} --ckpt_path", mmap=True)
+            self._ckpt_info = {
+                "self_contained": not checkpoint.get("lt_transfer_trainable_only", False),
+                "model_configs": (checkpoint.get(CHECKPOINT_INFO_KEY) or {}).get("model_configs"),
+            }
+
     def instantiate_classes(self) -> None:
-        """Check ``--ckpt_path`` first; build the model without the pretrained files it replaces."""
-        config = self.config.get(self.subcommand) if self.subcommand else None
-        ckpt_path = config.get("ckpt_path") if config is not None else None
-        if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry"):
+        """With ``--ckpt_path``: build the model without the pretrained files the checkpoint replaces."""
+        info = getattr(self, "_ckpt_info", None)
+        if info is None:
             super().instantiate_classes()
             return
-        checkpoint = read_checkpoint(ckpt_path, where=f"lt-transfer {self.subcommand} --ckpt_path", mmap=True)
-        info = checkpoint.get(CHECKPOINT_INFO_KEY) or {}
-        self_contained = not checkpoint.get("lt_transfer_trainable_only", False)
-        with architecture_only(self_contained, info.get("model_configs")):
+        with architecture_only(info["self_contained"], info["model_configs"]):
             super().instantiate_classes()
 
 

@@ -95,3 +95,44 @@ def test_nested_lightning_module_gets_its_own_hyperparameters(tmp_path: Path) ->
     recipe.write_text(NESTED_RECIPE)
     result = run_cli("fit", "--config", str(recipe), cwd=tmp_path)
     assert "`Trainer.fit` stopped" in result.stderr + result.stdout
+
+
+CKPT_RECIPE = """
+trainer:
+  accelerator: cpu
+  max_steps: 2
+  limit_val_batches: 1
+  limit_test_batches: 1
+  logger: false
+  enable_progress_bar: false
+  default_root_dir: {root}
+model:
+  class_path: lt_transfer.TransferClassifier
+  init_args: {{backbone: torchvision/mobilenet_v3_small, weights: {weights}, finetune: frozen}}
+data:
+  class_path: lt_transfer.DigitsDataModule
+  init_args: {{dataset: sklearn_digits, image_size: 32, batch_size: 8, labels_per_class: 2}}
+"""
+
+
+def test_ckpt_path_needs_no_pretrained_file_and_names_a_broken_file(tmp_path: Path) -> None:
+    import torch
+    from torchvision.models import mobilenet_v3_small
+
+    weights = tmp_path / "mnv3.pth"
+    torch.save(mobilenet_v3_small().state_dict(), weights)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(CKPT_RECIPE.format(root=tmp_path / "run", weights=weights))
+    run_cli("fit", "--config", str(recipe), cwd=tmp_path)
+    [checkpoint] = (tmp_path / "run").rglob("*.ckpt")
+    weights.unlink()  # the checkpoint holds every weight: the recipe's file is not needed any more
+    tested = run_cli("test", "--config", str(recipe), "--ckpt_path", str(checkpoint), cwd=tmp_path)
+    assert "test/acc" in tested.stdout + tested.stderr
+
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(checkpoint.read_bytes()[:100])
+    command = [sys.executable, "-m", "lt_transfer.cli", "test", "--config", str(recipe)]
+    command += ["--ckpt_path", str(broken)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "broken.ckpt" in result.stderr and "not a readable checkpoint" in result.stderr

@@ -105,6 +105,12 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
     """
     from transformers import AutoTokenizer
 
+    if kwargs.pop("trust_remote_code", False):
+        raise ValueError(
+            f"load_tokenizer({name_or_path!r}, trust_remote_code=True): lt_transfer never runs code "
+            "shipped with a model repository."
+        )
+
     path = resolve_model_path(name_or_path)
     local = _is_local(path)
     if local and not any((Path(path) / name).is_file() for name in _TOKENIZER_FILES):
@@ -114,11 +120,6 @@ def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
             "or pass the tokenizer's own folder or hub name as `tokenizer`."
         )
     try:
-        if kwargs.pop("trust_remote_code", False):
-            raise ValueError(
-                f"load_tokenizer({name_or_path!r}, trust_remote_code=True): lt_transfer never runs code "
-                "shipped with a model repository."
-            )
         return AutoTokenizer.from_pretrained(
             path, local_files_only=local or None, trust_remote_code=False, **kwargs
         )

@@ -9,7 +9,8 @@ plus ``label`` (the true class name) when the batches carry labels and ``dataloa
 there are several predict loaders. ``index`` is the sample's position in its predict data
 set, ``path`` the file from the batch (``{"image": ..., "path": [...]}`` batches such as
 :class:`~lt_transfer.data.ImageFolderDataModule` yields; empty otherwise). Class names come
-from the datamodule's ``class_names``, else the model's ``hparams["class_names"]``, else the
+from the model's ``class_names`` (stored in lt_transfer checkpoints) or ``hparams["class_names"]``,
+else the datamodule's ``class_names``, else the
 class indices.
 
 Under DDP every rank writes its part (``<output>.rank<r>.part``) and rank 0 merges the parts
@@ -178,10 +179,14 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _class_names(trainer: Trainer, pl_module: LightningModule) -> list[str] | None:
-    names = getattr(trainer.datamodule, "class_names", None) if trainer.datamodule is not None else None
+    # the model knows what its outputs mean (lt_transfer modules store the training data's class
+    # names in their checkpoints); a prediction-only datamodule may not know the classes at all
+    names = getattr(pl_module, "class_names", None)
     if names is None:
         hparams = getattr(pl_module, "hparams", {})
         names = hparams.get("class_names") if hasattr(hparams, "get") else None
+    if names is None and trainer.datamodule is not None:
+        names = getattr(trainer.datamodule, "class_names", None)
     return None if names is None else [str(name) for name in names]
 
 

@@ -12,6 +12,9 @@
   custom ``Backbone``, which are kept out of the hyper-parameters). Loading one without passing
   those arguments again is an error that names them, instead of a module silently built with
   the default backbone and a wall of missing keys.
+* The class names of the training data (the datamodule's ``class_names``) are stored in the
+  checkpoint and come back as :attr:`SelfContainedCheckpoints.class_names`, so predictions
+  of a loaded model carry names (:class:`~lt_transfer.PredictionWriter`).
 * Trainable-only checkpoints (``TextClassifier(save_trainable_only=True)``) hold only the
   trained weights by design: they are loaded onto the pretrained model, which is read as usual.
 """
@@ -25,7 +28,7 @@ from typing import IO, Any
 from lightning.pytorch import LightningModule
 from typing_extensions import Self
 
-from lt_transfer._lightning_compat import load_options
+from lt_transfer._lightning_compat import attached_trainer, load_options
 from lt_transfer.backbones import Backbone, architecture_only
 from lt_transfer.checkpoints import CheckpointError, read_checkpoint
 
@@ -56,6 +59,24 @@ class SelfContainedCheckpoints(LightningModule):
         >>> loaded.backbone.pretrained, torch.equal(loaded.head.weight, model.head.weight)
         (True, True)
     """
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes, in output order: from the checkpoint this module was loaded from,
+        else the attached datamodule's ``class_names``, else ``None``.
+
+        Example:
+            >>> from torch import nn
+            >>> from lt_transfer import TransferClassifier
+            >>> TransferClassifier(Backbone(nn.Linear(4, 4), 4), num_classes=2).class_names is None
+            True
+        """
+        names = getattr(self, "_checkpoint_class_names", None)
+        if names is None:
+            trainer = attached_trainer(self)
+            datamodule = trainer.datamodule if trainer is not None else None
+            names = getattr(datamodule, "class_names", None)
+        return None if names is None else [str(name) for name in names]
 
     def unsaved_arguments(self) -> list[str]:
         """Constructor arguments the hyper-parameters do not hold (module objects), factories aside.
@@ -94,11 +115,17 @@ class SelfContainedCheckpoints(LightningModule):
         return configs
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record what the checkpoint cannot hold and the configs needed to rebuild backbones."""
+        """Record what the checkpoint cannot hold, the configs to rebuild backbones, the class names."""
         checkpoint[CHECKPOINT_INFO_KEY] = {
             "unsaved_arguments": self.unsaved_arguments(),
             "model_configs": self.model_configs(),
+            "class_names": self.class_names,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the class names the checkpoint stored."""
+        names = (checkpoint.get(CHECKPOINT_INFO_KEY) or {}).get("class_names")
+        self._checkpoint_class_names = list(names) if names is not None else None
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -360,6 +360,7 @@ class DistillationModule(ClassificationModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Fill in this module's teacher when the checkpoint was saved without it."""
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         if not any(k.startswith(_TEACHER_PREFIX) for k in state):
             for key, value in self.teacher.state_dict(prefix=_TEACHER_PREFIX).items():

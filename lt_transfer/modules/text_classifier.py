@@ -229,6 +229,7 @@ class TextClassifier(TransferClassifier):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Check that a trainable-only checkpoint covers every trainable weight of this model."""
+        super().on_load_checkpoint(checkpoint)
         if not checkpoint.get("lt_transfer_trainable_only"):
             return
         state = checkpoint["state_dict"]
