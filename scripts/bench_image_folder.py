@@ -209,7 +209,8 @@ def main() -> None:
             write_folder(head(mnist.val, n // 4), root / "speed" / "val")
             rates = {workers: throughput(root / "speed", workers, args) for workers in (0, 2)}
             files = n + n // 4
-            print(f"\n## Decoding throughput ({files} PNG files, {args.image_size} px, batch {args.batch_size})\n")
+            size = f"{args.image_size} px, batch {args.batch_size}"
+            print(f"\n## Decoding throughput ({files} PNG files, {size})\n")
             print("| workers | images/s |")
             print("|---|---|")
             for workers, rate in rates.items():
