@@ -13,6 +13,8 @@ The data are the datamodule's training split (or ``split="val"``/``"test"``), re
 fixed order: a ``DataLoader`` is rebuilt without shuffling, and each candidate runs with the
 same random seed, so every candidate sees the same samples (and the same random
 augmentations, if the datamodule applies any: prefer a datamodule without augmentation).
+Class labels are renumbered ``0..C-1`` over the classes the sample holds; when the
+datamodule declares ``num_classes``, the sample must hold every class.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def rank_models(
 
     Raises:
         ValueError: bad arguments (named), an unknown score, duplicate candidate names, or
-            target data that cannot be scored: no labels, a single class, fewer samples than
-            classes. A candidate's own failure is not raised: it is listed in the table.
+            target data that cannot be scored: no labels, a single class, fewer classes in the
+            sample than the datamodule's ``num_classes`` (fewer samples than classes, a small
+            ``max_samples``). A candidate's own failure is not raised: it is listed in the table.
 
     Example:
         >>> from torch.utils.data import TensorDataset
@@ -106,6 +109,8 @@ def rank_models(
     _check_arguments(parsed, max_samples, batch_size, feature_dtype, split, datamodule, dataloader)
     loader = _ordered_loader(datamodule, dataloader, split, batch_size)
     dtype = torch.float16 if feature_dtype == "float16" else torch.float32
+    declared = getattr(datamodule, "num_classes", None)
+    num_classes = declared if isinstance(declared, int) and not isinstance(declared, bool) else None
     results = []
     for candidate in parsed:
         start = time.perf_counter()
@@ -126,7 +131,7 @@ def rank_models(
                 )
             )
             continue
-        labels = _target_labels(labels)
+        labels = _target_labels(labels, num_classes)
         values, errors = _scores(names, features, logits, labels)
         results.append(
             CandidateResult(
@@ -255,14 +260,21 @@ def _progress(loader: Iterable, name: str, max_samples: int | None, enabled: boo
     return tqdm(loader, desc=f"rank {name}", total=total, unit="batch", leave=False)
 
 
-def _target_labels(labels: torch.Tensor | None) -> torch.Tensor:
+def _target_labels(labels: torch.Tensor | None, num_classes: int | None) -> torch.Tensor:
     if labels is None:
         raise ValueError(
             "rank_models: the target batches have no class labels; transferability is scored on a labelled "
             "target sample: yield (x, y) batches or dicts with labels under 'y'/'label'/'labels'."
         )
-    _, relabelled = torch.unique(labels, return_inverse=True)  # classes absent from the sample drop out
-    as_labels(relabelled, len(relabelled), _WHERE)  # a single class, fewer samples than classes: raise
+    present = torch.unique(labels)
+    if num_classes is not None and len(present) < num_classes:
+        raise ValueError(
+            f"rank_models: the {len(labels)} target samples hold {len(present)} of the datamodule's "
+            f"{num_classes} classes (fewer samples than classes, or max_samples too small); score a sample "
+            "with every class: raise max_samples or the labels per class."
+        )
+    relabelled = torch.searchsorted(present, labels)  # 0..C-1 over the classes present
+    as_labels(relabelled, len(relabelled), _WHERE)  # a single class: raise
     return relabelled
 
 
