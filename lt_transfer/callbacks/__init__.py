@@ -4,6 +4,7 @@ from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.target_validation import VALIDATOR_MODES, TargetValidation
 
 __all__: list[str] = [
     "DomainShiftReport",
@@ -11,4 +12,6 @@ __all__: list[str] = [
     "FeatureCacheMemoryError",
     "NegativeTransferMonitor",
     "ProgressiveUnfreezing",
+    "TargetValidation",
+    "VALIDATOR_MODES",
 ]
