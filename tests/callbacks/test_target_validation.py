@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -247,3 +249,18 @@ def test_ddp_spawn_two_ranks_log_the_single_process_values(tmp_path: Path):
         assert set(values) == {f"val/target/{name}" for name in ALL}
         for name, value in expected.items():
             assert values[f"val/target/{name}"] == pytest.approx(value, rel=1e-4, abs=1e-6), (rank, name)
+
+
+def test_one_line_in_a_cli_recipe(tmp_path: Path):
+    """`--trainer.callbacks+=lt_transfer.TargetValidation` on the DANN recipe: EarlyStopping monitors it."""
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "dann_mnist_to_mnistm.yaml"
+    command = [
+        sys.executable, "-m", "lt_transfer.cli", "fit", "--config", str(recipe),
+        "--trainer.fast_dev_run=true", "--trainer.callbacks+=lt_transfer.TargetValidation",
+        "--trainer.callbacks.validators=[snd, im, dev]",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+        "--trainer.callbacks.monitor=val/target/dev", "--trainer.callbacks.mode=min",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped" in result.stdout + result.stderr
