@@ -114,13 +114,15 @@ def rank_models(
     results = []
     for candidate in parsed:
         start = time.perf_counter()
+        loaded = features = logits = None
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 loaded = load_candidate(candidate)
                 torch.manual_seed(seed)
+                restore = isinstance(candidate.model, nn.Module)  # the caller's module goes back where it was
                 features, logits, labels = _extract(
-                    loaded, loader, max_samples, device, dtype, candidate.name, progress
+                    loaded, loader, max_samples, device, dtype, candidate, restore, progress
                 )
         except Exception as error:  # noqa: BLE001 - listed in the table; the other candidates still run
             message = f"{type(error).__name__}: {error}"
@@ -131,6 +133,10 @@ def rank_models(
                 )
             )
             continue
+        finally:
+            loaded = None  # free the network before the next candidate
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         labels = _target_labels(labels, num_classes)
         values, errors = _scores(names, features, logits, labels)
         results.append(
@@ -145,9 +151,6 @@ def rank_models(
                 score_errors=errors,
             )
         )
-        del loaded, features, logits
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
     table = RankingTable(tuple(results), tuple(names))
     if output_dir is not None:
         table.save(output_dir, dpi=dpi)
@@ -222,12 +225,15 @@ def _extract(
     max_samples: int | None,
     device: str | torch.device,
     dtype: torch.dtype,
-    name: str,
+    candidate: Candidate,
+    restore: bool,
     progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    net = loaded.net.to(device)
+    net = loaded.net
+    first = next(net.parameters(), None)
+    home = first.device if first is not None else torch.device("cpu")
     modes = {m: m.training for m in net.modules()}
-    net.eval()
+    net.to(device).eval()
     width: list[int] = []
 
     def features_then_logits(x: Any) -> torch.Tensor:
@@ -235,12 +241,14 @@ def _extract(
         width[:] = [features.shape[1]]
         return features if logits is None else torch.cat([features.float(), logits.float()], dim=1)
 
-    batches = _progress(loader, name, max_samples, progress)
+    batches = _progress(loader, candidate.name, max_samples, progress)
     try:
         joined, labels = extract_features(features_then_logits, batches, max_samples, device, dtype, _WHERE)
     finally:
         for module, mode in modes.items():
             module.train(mode)
+        if restore:
+            net.to(home)
         if hasattr(batches, "close"):
             batches.close()
     if not loaded.has_source_logits:

@@ -185,3 +185,22 @@ def test_datamodule_train_split_and_output_files(tmp_path: Path):
     assert [row["name"] for row in rows] == [r.name for r in table.ranked()]
     assert {row["leep"] for row in rows} == {"n/a"} and rows[0]["rank"] == "1"
     assert "| rank | candidate | logme | leep | knn | seconds |" in (out / "ranking.md").read_text()
+
+
+def test_a_callers_module_keeps_its_mode_and_runs_in_eval_mode():
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(6, 4)
+            self.dropout = nn.Dropout(0.9)
+            self.modes: set[bool] = set()
+
+        def forward(self, x):
+            self.modes.add(self.training)
+            return self.dropout(self.linear(x))
+
+    module = Recorder().train()
+    before = module.linear.weight.detach().clone()
+    rank_models([module], dataloader=labelled(), scores=["logme"], progress=False)
+    assert module.modes == {False} and module.training and module.dropout.training
+    assert torch.equal(module.linear.weight, before)

@@ -38,8 +38,8 @@ __all__ = [
     "domain_shift_report",
     "embed_2d",
     "extract_features",
-    "forward_with_features",
     "figure_to_array",
+    "forward_with_features",
     "plot_domain_embedding",
     "resolve_feature_fn",
 ]
