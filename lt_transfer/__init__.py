@@ -11,6 +11,7 @@ from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.target_validation import TargetValidation
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
@@ -36,12 +37,14 @@ from lt_transfer.modules import (
     TextClassifier,
     TransferClassifier,
 )
+from lt_transfer.ranking import Candidate, RankingTable, rank_models
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backbone",
     "BatchNuclearNorm",
+    "Candidate",
     "ClassSilhouette",
     "DeepEmbeddedValidation",
     "DigitsDataModule",
@@ -61,7 +64,9 @@ __all__ = [
     "Preprocessing",
     "ProgressiveUnfreezing",
     "ProxyADistance",
+    "RankingTable",
     "SoftNeighborhoodDensity",
+    "TargetValidation",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",
@@ -69,5 +74,6 @@ __all__ = [
     "build_backbone",
     "freeze",
     "proxy_a_distance",
+    "rank_models",
     "unfreeze",
 ]

@@ -5,6 +5,7 @@ from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemory
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.target_validation import VALIDATOR_MODES, TargetValidation
 
 __all__: list[str] = [
     "DomainShiftReport",
@@ -13,4 +14,6 @@ __all__: list[str] = [
     "NegativeTransferMonitor",
     "PredictionWriter",
     "ProgressiveUnfreezing",
+    "TargetValidation",
+    "VALIDATOR_MODES",
 ]

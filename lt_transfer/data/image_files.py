@@ -16,11 +16,10 @@ sorted (numerically when they are all integers, so that folder ``"2"`` is class 
 
 from __future__ import annotations
 
-import warnings
-
 import csv
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
