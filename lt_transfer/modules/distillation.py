@@ -159,7 +159,9 @@ class DistillationModule(ClassificationModule):
             ignore_index=ignore_index, nan_policy=nan_policy, lr=lr,
         )
         from_cli = cli_hparams_active()
-        ignore = [] if from_cli else ["student"]
+        # factories are not plain values: keeping them out of hparams keeps checkpoints loadable with
+        # torch.load(weights_only=True), as resuming needs (the CLI saves the full config anyway)
+        ignore = ["optimizer", "scheduler"] + ([] if from_cli else ["student"])
         if isinstance(teacher, nn.Module) and not from_cli:
             ignore.append("teacher")
         self.save_hyperparameters(ignore=ignore)
