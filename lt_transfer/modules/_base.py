@@ -439,6 +439,7 @@ class ClassificationModule(LightningModule):
     def setup(self, stage: str) -> None:
         """Check ``num_classes`` against the datamodule's, if both declare one."""
         self._prechecked = None
+        self._buffer_snapshot.clear()
         if stage == "fit":
             self.skipped_batches = 0
         trainer = attached_trainer(self)
