@@ -27,6 +27,7 @@ from lt_transfer.metrics import (
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
+    NonFiniteLossError,
     TextClassifier,
     TransferClassifier,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
+    "NonFiniteLossError",
     "PredictionEntropy",
     "ProgressiveUnfreezing",
     "ProxyADistance",

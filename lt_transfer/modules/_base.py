@@ -161,7 +161,10 @@ class ClassificationModule(LightningModule):
         """The base learning rate (``hparams.lr``); ``None``: the optimizer factory's own.
 
         :meth:`configure_optimizers` gives it to every param group that sets no ``lr`` of its
-        own, before the groups' ``lr_scale``; ``Tuner.lr_find`` writes its suggestion here.
+        own, before the groups' ``lr_scale``; ``Tuner(trainer).lr_find(model, ...)`` before
+        ``fit`` writes its suggestion here. (Lightning's ``LearningRateFinder`` callback also
+        writes it into every group of the live optimizer, which flattens the ``lr_scale``
+        ratios: prefer the tuner before ``fit``.)
 
         Example:
             >>> from lt_transfer import TransferClassifier

@@ -15,9 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lt_transfer.modules._base as base
-from lt_transfer import DistillationModule, DomainAdaptationModule, TransferClassifier
+from lt_transfer import DistillationModule, DomainAdaptationModule, NonFiniteLossError, TransferClassifier
 from lt_transfer.backbones import Backbone
-from lt_transfer.modules._base import NonFiniteLossError
 from tests.conftest import make_tiny_backbone
 
 
