@@ -34,6 +34,7 @@ from lt_transfer.metrics import (
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
+    NonFiniteLossError,
     TextClassifier,
     TransferClassifier,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
+    "NonFiniteLossError",
     "PredictionEntropy",
     "PredictionWriter",
     "Preprocessing",

@@ -1,5 +1,6 @@
 """LightningModules: one per file, all built on the shared skeleton of ``_base.py``."""
 
+from lt_transfer.modules._nan_policy import NonFiniteLossError
 from lt_transfer.modules.classifier import TransferClassifier
 from lt_transfer.modules.distillation import DistillationModule
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
@@ -8,6 +9,7 @@ from lt_transfer.modules.text_classifier import TextClassifier
 __all__ = [
     "DistillationModule",
     "DomainAdaptationModule",
+    "NonFiniteLossError",
     "TextClassifier",
     "TransferClassifier",
 ]

@@ -46,7 +46,7 @@ from lt_transfer.losses.adversarial import (
 )
 from lt_transfer.losses.coral import coral_loss
 from lt_transfer.losses.mmd import MMDEstimator, mmd_loss
-from lt_transfer.modules._base import ClassificationModule, Stage
+from lt_transfer.modules._base import ClassificationModule, NanPolicy, Stage
 from lt_transfer.optim import no_decay_parameter_ids, param_groups_for, resolve_backbone_lr_scale
 
 __all__ = ["AdaptationMethod", "DomainAdaptationModule", "METHOD_DEFAULTS"]
@@ -137,6 +137,12 @@ class DomainAdaptationModule(ClassificationModule):
             ``trade_off * schedule``) and the discriminator always learns at full strength,
             as in the paper's GRL formulation where ``lambda`` sits in the reversal layer.
             Identical at ``trade_off=1``.
+        nan_policy: on a non-finite training loss, ``"raise"`` an error naming the batch and
+            the NaN/Inf input (source or target), ``"skip_batch"`` (no optimizer step for it)
+            or ``"warn"`` (train on it anyway).
+        lr: base learning rate (head and discriminator; the backbone gets it times
+            :attr:`backbone_lr_scale`) in place of the optimizer's own; ``None``: the
+            optimizer's. ``Tuner.lr_find`` sets it.
 
     Raises:
         ValueError: on invalid arguments (named in the message); at fit start, on an
@@ -175,11 +181,15 @@ class DomainAdaptationModule(ClassificationModule):
         eval_names: list[str] | None = None,
         head_hidden: tuple[int, ...] = (),
         trade_off_on: Literal["loss", "reversal"] | None = None,
+        nan_policy: NanPolicy = "raise",
+        lr: float | None = None,
     ) -> None:
         name = type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"{name}(num_classes={num_classes!r}) must be an int >= 2.")
-        super().__init__(num_classes=num_classes, optimizer=optimizer, eval_names=eval_names)
+        super().__init__(
+            num_classes=num_classes, optimizer=optimizer, eval_names=eval_names, nan_policy=nan_policy, lr=lr
+        )
         # The optimizer factory is not a plain value: keeping it out of hparams keeps checkpoints
         # loadable with torch.load(weights_only=True) (the CLI saves the full config anyway).
         ignore = ["optimizer", "backbone"] if isinstance(backbone, nn.Module) else ["optimizer"]
@@ -236,7 +246,8 @@ class DomainAdaptationModule(ClassificationModule):
 
     def forward(self, x: Input) -> torch.Tensor:
         """Class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
-        return self.head(self.backbone(x))
+        with self.explained_channel_errors(x):
+            return self.head(self.backbone(x))
 
     def coefficient(self) -> float:
         """The schedule's value at the trainer's current progress (no hidden state)."""
@@ -257,17 +268,21 @@ class DomainAdaptationModule(ClassificationModule):
 
     def _features(self, source: Batch, target: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         hp = self.hparams
-        if hp.method == "source_only":
-            return self.backbone(source.x), None
         xs, xt = source.x, target.x
+        if hp.method == "source_only":
+            with self.explained_channel_errors(xs):
+                return self.backbone(xs), None
         if isinstance(xs, torch.Tensor) and isinstance(xt, torch.Tensor) and xs.shape[1:] != xt.shape[1:]:
             raise ValueError(
                 f"{type(self).__name__}: source inputs {tuple(xs.shape[1:])} and target inputs "
                 f"{tuple(xt.shape[1:])} differ in shape; both domains share one network."
             )
         if not hp.joint_forward:
-            return self.backbone(xs), self.backbone(xt)
-        features = self.backbone(concat_inputs(xs, xt))
+            with self.explained_channel_errors(xs):
+                return self.backbone(xs), self.backbone(xt)
+        joint = concat_inputs(xs, xt)
+        with self.explained_channel_errors(joint):
+            features = self.backbone(joint)
         n = batch_size(xs)
         return slice_input(features, 0, n), slice_input(features, n, len(features))
 
@@ -310,10 +325,21 @@ class DomainAdaptationModule(ClassificationModule):
         out["transfer_loss"] = transfer
         return out
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def batch_labels(self, batch: Any, stage: Stage) -> torch.Tensor | None:
+        """The source labels of a training batch; the labels of an evaluation batch."""
+        if stage == "train":
+            return split_domain_batch(batch, type(self).__name__)[0].y
+        return super().batch_labels(batch, stage)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         source, target = split_domain_batch(batch, type(self).__name__)
+        if source.y is not None:
+            self.check_batch_labels("train", source.y, self.hparams.num_classes, batch_idx)
         coefficient = self.coefficient() if self.hparams.method != "source_only" else 0.0
         out = self._losses(source, target, coefficient)
+        parts = {"source input": source.x, "source labels": source.y, "target input": target.x}
+        if self.checked_loss(out["loss"], batch_idx, parts) is None:
+            return self.skipped_step_output()
         bs = batch_size(source.x)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
         for key in ("source_loss", "source_acc", "transfer_loss", "domain_acc"):
@@ -325,34 +351,12 @@ class DomainAdaptationModule(ClassificationModule):
 
     # ------------------------------------------------------------ safeguards
     def on_train_start(self) -> None:
-        """Fail fast on an empty training loader or an unbounded progress-based schedule."""
-        self._check_train_loaders()
+        """Fail fast on an empty (source or target) training loader, an empty validation loader
+        (Lightning's CombinedLoader would run with nothing useful, #21893) or an unbounded
+        progress-based schedule."""
+        super().on_train_start()
         if self.hparams.method != "source_only" and self.hparams.schedule != "constant":
             training_progress(self.trainer, self.hparams.schedule_unit)  # raises when unbounded
-
-    def on_fit_end(self) -> None:
-        """Raise when ``fit`` ran zero steps because a training loader was empty (#21893)."""
-        if self.trainer.global_step == 0 and self.trainer.num_training_batches == 0:
-            raise ValueError(
-                "DomainAdaptationModule: fit finished without a single training step because the "
-                "combined training loader yields no batches; check that the source and target "
-                "training sets are non-empty."
-            )
-
-    def _check_train_loaders(self) -> None:
-        loaders = self.trainer.train_dataloader
-        items = loaders.items() if isinstance(loaders, dict) else []
-        for key, loader in items:
-            try:
-                length = len(loader)
-            except TypeError:
-                continue
-            if length == 0:
-                raise ValueError(
-                    f"DomainAdaptationModule: the {key!r} training loader yields no batches; with "
-                    "Lightning's CombinedLoader the run would do nothing useful (#21893). Provide "
-                    f"non-empty {key} training data."
-                )
 
     # -------------------------------------------------------------- evaluation
     def eval_prefix(self, stage: Stage, dataloader_idx: int) -> str:
