@@ -31,6 +31,7 @@ from lt_transfer.metrics import (
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
+    SourceFreeAdaptationModule,
     TextClassifier,
     TransferClassifier,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "ProgressiveUnfreezing",
     "ProxyADistance",
     "SoftNeighborhoodDensity",
+    "SourceFreeAdaptationModule",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",

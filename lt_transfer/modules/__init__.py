@@ -3,11 +3,13 @@
 from lt_transfer.modules.classifier import TransferClassifier
 from lt_transfer.modules.distillation import DistillationModule
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
+from lt_transfer.modules.source_free import SourceFreeAdaptationModule
 from lt_transfer.modules.text_classifier import TextClassifier
 
 __all__ = [
     "DistillationModule",
     "DomainAdaptationModule",
+    "SourceFreeAdaptationModule",
     "TextClassifier",
     "TransferClassifier",
 ]
