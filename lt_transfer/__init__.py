@@ -10,6 +10,7 @@ from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
@@ -39,6 +40,7 @@ from lt_transfer.modules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaBN",
     "Backbone",
     "BatchNuclearNorm",
     "ClassSilhouette",
@@ -59,6 +61,7 @@ __all__ = [
     "ProxyADistance",
     "SoftNeighborhoodDensity",
     "SourceFreeAdaptationModule",
+    "TENT",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",

@@ -4,11 +4,14 @@ from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 
 __all__: list[str] = [
+    "AdaBN",
     "DomainShiftReport",
     "FeatureCache",
     "FeatureCacheMemoryError",
     "NegativeTransferMonitor",
     "ProgressiveUnfreezing",
+    "TENT",
 ]
