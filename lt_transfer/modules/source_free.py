@@ -30,12 +30,12 @@ import importlib
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer.batches import Batch, Input, input_to, split_batch
@@ -77,6 +77,8 @@ class SourceFreeAdaptationModule(ClassificationModule):
         backbone_lr_scale: learning-rate multiplier of the feature extractor; ``None``: 0.1 for
             a pretrained backbone (``backbone.pretrained``), else 1.0.
         optimizer: optimizer factory taking param groups.
+        scheduler: optional lr-scheduler factory taking the optimizer.
+        scheduler_interval: step the scheduler each ``"epoch"`` or ``"step"``.
         eval_names: names of the validation/test loaders; ``None`` reads the datamodule's.
 
     Raises:
@@ -108,6 +110,8 @@ class SourceFreeAdaptationModule(ClassificationModule):
         refinement_rounds: int = 1,
         backbone_lr_scale: float | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
         eval_names: list[str] | None = None,
     ) -> None:
         name = type(self).__name__
@@ -126,8 +130,14 @@ class SourceFreeAdaptationModule(ClassificationModule):
                 f"num_classes={classes}; SHOT keeps the source head, so the classes must be the same."
             )
         classes = num_classes if classes is None else int(classes)
-        super().__init__(num_classes=classes, optimizer=optimizer, eval_names=eval_names)
-        ignore = ["optimizer", "source"] if isinstance(source, nn.Module) else ["optimizer"]
+        super().__init__(
+            num_classes=classes,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scheduler_interval=scheduler_interval,
+            eval_names=eval_names,
+        )
+        ignore = ["optimizer", "scheduler"] + (["source"] if isinstance(source, nn.Module) else [])
         self.save_hyperparameters(ignore=ignore)
         self.backbone = _submodule(name, model, "backbone", backbone)
         self.head = _submodule(name, model, "head", head)
