@@ -56,10 +56,10 @@ class SourceFreeAdaptationModule(ClassificationModule):
     its classifier head (attribute path ``head``) is frozen (``requires_grad=False``, eval
     mode) and must stay so: a head made trainable again is an error at fit start. The
     module's ``forward`` is ``head(backbone(x))``; the source model's other parts (a domain
-    discriminator, ...) are dropped. A module given as ``source`` is adapted in place.
+    discriminator, ...) are dropped. A module given as ``source_model`` is adapted in place.
 
     Args:
-        source: the source-trained model: a LightningModule checkpoint path (``.ckpt``) or
+        source_model: the source-trained model: a LightningModule checkpoint path (``.ckpt``) or
             the module itself. Required.
         source_class: dotted import path of the checkpoint's LightningModule class
             (``"lt_transfer.DomainAdaptationModule"``); ``None``: the class recorded by the CLI,
@@ -82,9 +82,9 @@ class SourceFreeAdaptationModule(ClassificationModule):
         eval_names: names of the validation/test loaders; ``None`` reads the datamodule's.
 
     Raises:
-        ValueError: no ``source``, missing attribute paths, a class count that does not match,
+        ValueError: no ``source_model``, missing attribute paths, a class count that does not match,
             bad weights; at fit start, a trainable head or a training loader with source batches.
-        FileNotFoundError: a ``source`` path that is not a file.
+        FileNotFoundError: a ``source_model`` path that is not a file.
 
     Example:
         >>> from lt_transfer import DomainAdaptationModule
@@ -100,7 +100,7 @@ class SourceFreeAdaptationModule(ClassificationModule):
 
     def __init__(
         self,
-        source: str | nn.Module | None = None,
+        source_model: str | nn.Module | None = None,
         source_class: str | None = None,
         backbone: str = "backbone",
         head: str = "head",
@@ -121,7 +121,7 @@ class SourceFreeAdaptationModule(ClassificationModule):
         rounds = refinement_rounds
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise ValueError(f"{name}(refinement_rounds={rounds!r}) must be an int >= 0 (SHOT: 1).")
-        model = _source_model(name, source, source_class)
+        model = _source_model(name, source_model, source_class)
         source_hparams = getattr(model, "hparams", None)
         classes = source_hparams.get("num_classes") if isinstance(source_hparams, Mapping) else None
         if num_classes is not None and classes is not None and num_classes != classes:
@@ -137,7 +137,8 @@ class SourceFreeAdaptationModule(ClassificationModule):
             scheduler_interval=scheduler_interval,
             eval_names=eval_names,
         )
-        ignore = ["optimizer", "scheduler"] + (["source"] if isinstance(source, nn.Module) else [])
+        as_module = isinstance(source_model, nn.Module)
+        ignore = ["optimizer", "scheduler"] + (["source_model"] if as_module else [])
         self.save_hyperparameters(ignore=ignore)
         self.backbone = _submodule(name, model, "backbone", backbone)
         self.head = _submodule(name, model, "head", head)
@@ -296,12 +297,12 @@ _SOURCE_BATCHES = (
 )
 
 
-def _source_model(name: str, source: str | nn.Module | None, source_class: str | None) -> nn.Module:
+def _source_model(name: str, source: str | Path | nn.Module | None, source_class: str | None) -> nn.Module:
     if source is None:
         raise ValueError(
-            f"{name}(source=None): SHOT adapts a model trained on the source domain; pass source=<path "
-            "of its Lightning checkpoint> (e.g. of DomainAdaptationModule(method='source_only') or "
-            "TransferClassifier) or the model itself."
+            f"{name}(source_model=None): SHOT adapts a model trained on the source domain; pass "
+            "source_model=<path of its Lightning checkpoint> (e.g. of "
+            "DomainAdaptationModule(method='source_only') or TransferClassifier) or the model itself."
         )
     if isinstance(source, nn.Module):
         if source_class is not None:
@@ -309,23 +310,24 @@ def _source_model(name: str, source: str | nn.Module | None, source_class: str |
         return source
     if not isinstance(source, (str, Path)):
         raise TypeError(
-            f"{name}(source=...) must be a checkpoint path or an nn.Module, got {type(source).__name__}."
+            f"{name}(source_model=...) must be a checkpoint path or an nn.Module, got "
+            f"{type(source).__name__}."
         )
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"{name}(source={str(source)!r}): no such checkpoint file; pass the .ckpt of the source-trained "
-            "model or the model itself."
+            f"{name}(source_model={str(source)!r}): no such checkpoint file; pass the .ckpt of the "
+            "source-trained model or the model itself."
         )
     cls = _import_class(name, source_class) if source_class is not None else _checkpoint_class(name, path)
     try:
         return cls.load_from_checkpoint(path, map_location="cpu")
     except (RuntimeError, TypeError) as error:
         raise ValueError(
-            f"{name}(source={str(source)!r}): {cls.__name__} could not be rebuilt from the checkpoint "
+            f"{name}(source_model={str(source)!r}): {cls.__name__} could not be rebuilt from the checkpoint "
             f"({error}). "
             "A model built from a Backbone instance rather than a spec string cannot be rebuilt from its "
-            "checkpoint alone: build it, load the checkpoint's weights and pass the model as source=."
+            "checkpoint alone: build it, load the checkpoint's weights and pass the model as source_model=."
         ) from error
 
 
@@ -359,8 +361,8 @@ def _checkpoint_class(name: str, path: Path) -> type[LightningModule]:
     ]
     if len(fits) != 1:
         raise ValueError(
-            f"{name}(source={str(path)!r}): cannot tell the checkpoint's LightningModule class from its "
-            f"hyper-parameters {sorted(hparams)}; pass source_class='package.module.ClassName'."
+            f"{name}(source_model={str(path)!r}): cannot tell the checkpoint's LightningModule class from "
+            f"its hyper-parameters {sorted(hparams)}; pass source_class='package.module.ClassName'."
         )
     return fits[0]
 

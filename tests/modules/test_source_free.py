@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -123,7 +125,7 @@ def test_head_is_frozen_and_must_stay_so() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="source=None.*adapts a model trained on the source domain"):
+    with pytest.raises(ValueError, match="source_model=None.*adapts a model trained on the source domain"):
         SourceFreeAdaptationModule()
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         SourceFreeAdaptationModule("missing.ckpt")
@@ -189,7 +191,7 @@ def test_source_from_a_checkpoint(tmp_path: Path) -> None:
         model = SourceFreeAdaptationModule(str(path), source_class=source_class)
         for key, value in source.backbone.state_dict().items():
             torch.testing.assert_close(model.backbone.state_dict()[key], value)
-        assert model.hparams.source == str(path) and model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+        assert model.hparams.source_model == str(path) and model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
     with pytest.raises(ValueError, match="source_class='torch.nn.Linear'\\) must be the dotted import path"):
         SourceFreeAdaptationModule(str(path), source_class="torch.nn.Linear")
     tiny = _trainer(max_steps=1, limit_val_batches=0)
@@ -198,7 +200,7 @@ def test_source_from_a_checkpoint(tmp_path: Path) -> None:
     tiny_data = DomainAdaptationDataModule.from_datasets(tiny_source, tiny_target, num_classes=3)
     tiny.fit(_source_model(), tiny_data)
     tiny.save_checkpoint(tmp_path / "tiny.ckpt")  # built from a Backbone instance: not rebuildable alone
-    with pytest.raises(ValueError, match="(?s)could not be rebuilt from the checkpoint.*as source="):
+    with pytest.raises(ValueError, match="(?s)could not be rebuilt from the checkpoint.*as source_model="):
         SourceFreeAdaptationModule(str(tmp_path / "tiny.ckpt"))
 
     class Other(pl.LightningModule):
@@ -252,3 +254,37 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     torch.testing.assert_close(mid_record.seen[first], full.seen[0])
     recomputed = restarted._pass_centroids(_loader())  # what a fresh pass would have given instead
     assert not torch.allclose(recomputed.centroids, full.seen[0])
+
+
+def test_cli_recipe_adapts_a_source_checkpoint(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(8, 3, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)
+    data = DomainAdaptationDataModule.from_datasets(
+        TensorDataset(images, labels), TensorDataset(torch.randn(8, 3, 28, 28, generator=g)), batch_size=4
+    )
+    trainer = _trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(DomainAdaptationModule("lenet", method="source_only"), data)
+    source = tmp_path / "source.ckpt"
+    trainer.save_checkpoint(source)
+    root = Path(__file__).resolve().parents[2]
+    cli = Path(sys.executable).parent / "lt-transfer"
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "lt_transfer.cli"]
+    sizes = [f"--data.init_args.{key}=64" for key in ("source_samples", "target_samples", "val_samples")]
+    result = subprocess.run(
+        [
+            *command,
+            "fit",
+            "--config",
+            str(root / "configs" / "shot_mnist_to_mnistm.yaml"),
+            f"--model.init_args.source_model={source}",
+            "--trainer.fast_dev_run=true",
+            "--data.init_args.target_val_samples=64",
+            "--data.init_args.test_samples=64",
+            *sizes,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
