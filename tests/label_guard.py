@@ -1,4 +1,4 @@
-"""Target labels that fail any test that reads them: a tensor that raises on every operation."""
+"""Target labels that fail any test that reads them, and a loader of such ready-made batches."""
 
 from __future__ import annotations
 
@@ -23,3 +23,16 @@ class UntouchableLabels(torch.Tensor):
 def untouchable_labels(n: int) -> torch.Tensor:
     """``n`` labels that raise when read (NaN inside, should anything get past the guard)."""
     return torch.full((n,), float("nan")).as_subclass(UntouchableLabels)
+
+
+class ReadyBatches:
+    """A loader that yields ready-made batches (labels that raise when read cannot be collated)."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

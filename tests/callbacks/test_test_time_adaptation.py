@@ -16,7 +16,7 @@ from lt_transfer.backbones import Backbone
 from lt_transfer.callbacks.test_time_adaptation import TENT
 from lt_transfer.losses import entropy_loss
 from tests.conftest import make_tiny_backbone
-from tests.label_guard import untouchable_labels
+from tests.label_guard import ReadyBatches, untouchable_labels
 
 
 def _trainer(callbacks: list[Callback], **kwargs: object) -> pl.Trainer:
@@ -183,22 +183,11 @@ def test_a_failing_run_restores_the_model_even_with_keep(callback: Callback) -> 
         assert torch.equal(value, before[key]), key
 
 
-class _Batches:
-    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
-        self.batches = batches
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 @pytest.mark.parametrize("make", [TENT, AdaBN], ids=["tent", "adabn"])
 def test_fast_dev_run_and_labels_never_read(make: type) -> None:
     """Predict batches whose labels raise when read; a fast_dev_run test on a DomainAdaptationModule."""
     model = _classifier()
-    batches = _Batches([{"x": torch.randn(8, 3, 8, 8) + 2, "y": untouchable_labels(8)} for _ in range(2)])
+    batches = ReadyBatches([{"x": torch.randn(8, 3, 8, 8) + 2, "y": untouchable_labels(8)} for _ in range(2)])
     predictions = _trainer([make()]).predict(model, batches)
     assert len(predictions) == 2 and predictions[0].shape == (8, 3)
     da = DomainAdaptationModule(make_tiny_backbone(), num_classes=3, method="source_only").eval()

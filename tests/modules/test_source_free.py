@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from lt_transfer import DomainAdaptationModule, SourceFreeAdaptationModule
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
 from lt_transfer.losses import nearest_centroid_labels, shot_centroids, shot_pseudo_labels
-from tests.label_guard import untouchable_labels
+from tests.label_guard import ReadyBatches, untouchable_labels
 from tests.modules.test_domain_adaptation import _model, _trainer
 
 
@@ -85,21 +85,8 @@ def test_no_source_batch_is_ever_read() -> None:
         _trainer(max_epochs=1).fit(_shot(), train_dataloaders=combined)
 
 
-class _Batches:
-    """A loader that yields ready-made batches (labels that raise when read are not collatable)."""
-
-    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
-        self.batches = batches
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def test_target_labels_are_never_read() -> None:
-    batches = _Batches([{"x": torch.randn(4, 3, 8, 8), "y": untouchable_labels(4)} for _ in range(3)])
+    batches = ReadyBatches([{"x": torch.randn(4, 3, 8, 8), "y": untouchable_labels(4)} for _ in range(3)])
     trainer = _trainer(max_epochs=2)
     trainer.fit(_shot(), train_dataloaders=batches)  # the centroid pass reads these batches too
     assert math.isfinite(float(trainer.callback_metrics["train/pseudo_label_loss"]))

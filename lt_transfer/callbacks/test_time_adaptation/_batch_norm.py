@@ -133,7 +133,15 @@ def _tensors(layer: nn.modules.batchnorm._BatchNorm) -> dict[str, torch.Tensor]:
 
 
 def load_tensors(layer: nn.modules.batchnorm._BatchNorm, values: dict[str, torch.Tensor]) -> None:
-    """Copy ``values`` (by name: ``weight``, ``running_mean``, ...) into the layer's tensors, in place."""
+    """Copy ``values`` (by name: ``weight``, ``running_mean``, ...) into the layer's tensors, in place.
+
+    Example:
+        >>> layer = nn.BatchNorm1d(2)
+        >>> mean = layer.running_mean
+        >>> load_tensors(layer, {"running_mean": torch.tensor([1.0, 2.0])})
+        >>> layer.running_mean is mean, layer.running_mean.tolist()
+        (True, [1.0, 2.0])
+    """
     with torch.inference_mode(False), torch.no_grad():
         current = _tensors(layer)
         for key, value in values.items():
