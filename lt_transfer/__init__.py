@@ -12,6 +12,7 @@ from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.callbacks.target_validation import TargetValidation
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
@@ -35,6 +36,7 @@ from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
     NonFiniteLossError,
+    SourceFreeAdaptationModule,
     TextClassifier,
     TransferClassifier,
 )
@@ -43,6 +45,7 @@ from lt_transfer.ranking import Candidate, RankingTable, rank_models
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaBN",
     "Backbone",
     "BatchNuclearNorm",
     "Candidate",
@@ -69,6 +72,8 @@ __all__ = [
     "RankingTable",
     "SoftNeighborhoodDensity",
     "TargetValidation",
+    "SourceFreeAdaptationModule",
+    "TENT",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",

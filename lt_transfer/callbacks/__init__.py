@@ -6,8 +6,10 @@ from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.callbacks.target_validation import VALIDATOR_MODES, TargetValidation
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 
 __all__: list[str] = [
+    "AdaBN",
     "DomainShiftReport",
     "FeatureCache",
     "FeatureCacheMemoryError",
@@ -16,4 +18,5 @@ __all__: list[str] = [
     "ProgressiveUnfreezing",
     "TargetValidation",
     "VALIDATOR_MODES",
+    "TENT",
 ]

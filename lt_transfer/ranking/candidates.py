@@ -26,25 +26,22 @@ randomly initialised: it has no source task, hence no source head.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 
-from lt_transfer import backbones, modules
+from lt_transfer import backbones
 from lt_transfer.backbones import Backbone, build_backbone
 from lt_transfer.callbacks.domain_report.features import (
     as_feature_vectors,
     forward_with_features,
     resolve_feature_fn,
 )
-from lt_transfer.checkpoints import read_checkpoint
+from lt_transfer.checkpoints import load_module
 
 __all__ = ["Candidate", "LoadedCandidate", "as_candidate", "load_candidate"]
 
@@ -256,11 +253,10 @@ def _removed_head(classifier: nn.Module, backbone: Backbone) -> nn.Linear | None
 
 def _load_checkpoint(candidate: Candidate, path: Path) -> LoadedCandidate:
     label = f"rank_models: candidate {candidate.name!r} ({path})"
-    # safe read (weights-only) with clear errors for missing, corrupt or wrong-kind files
-    checkpoint = read_checkpoint(path, where=label, mmap=True)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    cls = _checkpoint_class(candidate, hparams, label)
-    module = cls.load_from_checkpoint(path, map_location="cpu")
+    # safe read (weights-only), clear errors for missing, corrupt or wrong-kind files, the class
+    # recorded in the checkpoint unless module_class says otherwise
+    module = load_module(path, candidate.module_class, where=label, argument="module_class")
+    cls = type(module)
     if not _has_path(module, candidate.backbone):
         children = [name for name, _ in module.named_children()]
         raise ValueError(
@@ -268,33 +264,3 @@ def _load_checkpoint(candidate: Candidate, path: Path) -> LoadedCandidate:
             "set the candidate's backbone= path."
         )
     return LoadedCandidate(module, candidate.backbone)
-
-
-def _checkpoint_class(candidate: Candidate, hparams: dict[str, Any], label: str) -> type[LightningModule]:
-    path = candidate.module_class or hparams.get("_class_path")
-    if path is None:
-        return _class_from_hparams(hparams, label)
-    module_name, _, class_name = str(path).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"{label}: module_class {path!r} cannot be imported ({error}).") from error
-    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
-        raise ValueError(f"{label}: {path!r} is not a LightningModule class.")
-    return cls
-
-
-def _class_from_hparams(hparams: dict[str, Any], label: str) -> type[LightningModule]:
-    saved = {key for key in hparams if not key.startswith("_")}
-    matches = [
-        cls
-        for cls in (getattr(modules, name) for name in modules.__all__)
-        if saved and saved <= set(inspect.signature(cls.__init__).parameters)
-    ]
-    if len(matches) != 1:
-        found = [cls.__name__ for cls in matches] or "none"
-        raise ValueError(
-            f"{label}: the checkpoint does not record its class and its hyper-parameters match {found} of "
-            "lt_transfer's modules; give the candidate's module_class='package.module.ClassName'."
-        )
-    return matches[0]

@@ -119,7 +119,7 @@ def test_checkpoint_errors(tmp_path: Path):
         load_candidate(Candidate("b", str(bare)))
     unknown = tmp_path / "unknown.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"hidden": 3}}, unknown)
-    with pytest.raises(ValueError, match="give the candidate's module_class"):
+    with pytest.raises(ValueError, match="pass module_class="):
         load_candidate(Candidate("c", str(unknown)))
     with pytest.raises(ValueError, match="module_class only applies to a checkpoint"):
         load_candidate(Candidate("d", "torchvision/resnet18", module_class="x.Y"))
