@@ -5,7 +5,16 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
+from lt_transfer.backbones import (
+    Backbone,
+    FCNBackbone,
+    InceptionTimeBackbone,
+    LayerGroup,
+    LeNetBackbone,
+    Preprocessing,
+    ResNet1DBackbone,
+    build_backbone,
+)
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
@@ -14,8 +23,10 @@ from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
+    ForecastingDataModule,
     ImageFolderDataModule,
     TextClassificationDataModule,
+    TimeSeriesClassificationDataModule,
     TweetSentimentDataModule,
 )
 from lt_transfer.freezing import freeze, unfreeze
@@ -35,6 +46,7 @@ from lt_transfer.modules import (
     DomainAdaptationModule,
     TextClassifier,
     TransferClassifier,
+    TransferForecaster,
 )
 
 __version__ = "0.1.0"
@@ -50,8 +62,11 @@ __all__ = [
     "DomainAdaptationModule",
     "DomainClassifierAccuracy",
     "DomainShiftReport",
+    "FCNBackbone",
     "FeatureCache",
+    "ForecastingDataModule",
     "ImageFolderDataModule",
+    "InceptionTimeBackbone",
     "InformationMaximization",
     "LayerGroup",
     "LeNetBackbone",
@@ -61,10 +76,13 @@ __all__ = [
     "Preprocessing",
     "ProgressiveUnfreezing",
     "ProxyADistance",
+    "ResNet1DBackbone",
     "SoftNeighborhoodDensity",
     "TextClassificationDataModule",
     "TextClassifier",
+    "TimeSeriesClassificationDataModule",
     "TransferClassifier",
+    "TransferForecaster",
     "TweetSentimentDataModule",
     "build_backbone",
     "freeze",

@@ -1,8 +1,9 @@
-"""LightningModules: one per file, all built on the shared skeleton of ``_base.py``."""
+"""LightningModules: one per file; the classifiers are built on the shared skeleton of ``_base.py``."""
 
 from lt_transfer.modules.classifier import TransferClassifier
 from lt_transfer.modules.distillation import DistillationModule
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
+from lt_transfer.modules.forecaster import TransferForecaster
 from lt_transfer.modules.text_classifier import TextClassifier
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "DomainAdaptationModule",
     "TextClassifier",
     "TransferClassifier",
+    "TransferForecaster",
 ]
