@@ -109,11 +109,12 @@ def _global_pool() -> nn.Sequential:
 
 
 def _block_network(
-    in_channels: int, filters: Sequence[int], make_block: Callable[[int, int, int], nn.Module]
+    owner: str, in_channels: int, filters: Sequence[int], make_block: Callable[[int, int, int], nn.Module]
 ) -> tuple[nn.Sequential, int, list[tuple[str, tuple[str, ...]]]]:
-    """``block1..n`` (``make_block(index, in, out)``) then the pooling; the width; one group per block."""
+    """``block1..3`` (``make_block(index, in, out)``) then the pooling; the width; one group per block."""
+    channels = _positive_int(owner, "in_channels", in_channels)
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    channels = in_channels
+    filters = _positive_ints(owner, "filters", filters, 3)
     for index, width in enumerate(filters):
         blocks[f"block{index + 1}"] = make_block(index, channels, width)
         channels = width
@@ -211,12 +212,9 @@ class FCNBackbone(TimeSeriesBackbone):
         kernel_sizes: tuple[int, ...] = (8, 5, 3),
         weights: str | None = None,
     ) -> None:
-        owner = type(self).__name__
-        in_channels = _positive_int(owner, "in_channels", in_channels)
-        filters = _positive_ints(owner, "filters", filters, 3)
-        kernel_sizes = _positive_ints(owner, "kernel_sizes", kernel_sizes, 3)
+        kernels = _positive_ints(type(self).__name__, "kernel_sizes", kernel_sizes, 3)
         network, width, groups = _block_network(
-            in_channels, filters, lambda index, cin, cout: _conv_bn(cin, cout, kernel_sizes[index])
+            type(self).__name__, in_channels, filters, lambda i, cin, cout: _conv_bn(cin, cout, kernels[i])
         )
         super().__init__(network, width, groups, "ts/fcn", in_channels, weights)
 
@@ -271,12 +269,9 @@ class ResNet1DBackbone(TimeSeriesBackbone):
         kernel_sizes: tuple[int, ...] = (8, 5, 3),
         weights: str | None = None,
     ) -> None:
-        owner = type(self).__name__
-        in_channels = _positive_int(owner, "in_channels", in_channels)
-        filters = _positive_ints(owner, "filters", filters, 3)
-        kernel_sizes = _positive_ints(owner, "kernel_sizes", kernel_sizes)
+        kernels = _positive_ints(type(self).__name__, "kernel_sizes", kernel_sizes)
         network, width, groups = _block_network(
-            in_channels, filters, lambda index, cin, cout: _ResidualBlock(cin, cout, kernel_sizes)
+            type(self).__name__, in_channels, filters, lambda i, cin, cout: _ResidualBlock(cin, cout, kernels)
         )
         super().__init__(network, width, groups, "ts/resnet1d", in_channels, weights)
 
