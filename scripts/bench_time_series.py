@@ -237,7 +237,7 @@ def classification_tables(result: dict, args: argparse.Namespace) -> str:
 def _forecaster(args: argparse.Namespace) -> TransferForecaster:
     window = args.m1_window if args.linear_path else None
     backbone = FCNBackbone(filters=tuple(args.m1_filters))
-    return TransferForecaster(backbone, horizon=6, window=window, optimizer=_adam(args.m1_lr))
+    return TransferForecaster(backbone, horizon=6, linear_window=window, optimizer=_adam(args.m1_lr))
 
 
 def _m1(ids: list[int], args: argparse.Namespace, holdout: str) -> ForecastingDataModule:
@@ -417,7 +417,7 @@ def _arguments() -> argparse.Namespace:
     group.add_argument("--m1-target-series", type=int, default=None, help="only the first N target series")
     group.add_argument("--m1-window", type=int, default=12)
     group.add_argument("--m1-filters", type=int, nargs=3, default=[32, 64, 32])
-    group.add_argument("--linear-path", action="store_true", help="TransferForecaster(window=...)")
+    group.add_argument("--linear-path", action="store_true", help="TransferForecaster(linear_window=...)")
     group.add_argument("--m1-batch-size", type=int, default=64)
     group.add_argument("--m1-lr", type=float, default=1e-3)
     group.add_argument("--m1-pretrain-epochs", type=int, default=30)

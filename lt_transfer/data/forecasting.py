@@ -147,7 +147,11 @@ class ForecastingDataModule(LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=[] if isinstance(series, str) else ["series"])
+        # A horizon taken from the file stays out of the hyper-parameters: loggers merge them with the
+        # model's, and None would clash with the model's horizon. Series objects are no plain values.
+        ignored = ([] if isinstance(series, str) else ["series"]) + (["horizon"] if horizon is None else [])
+        self.save_hyperparameters(ignore=ignored)
+        collection = read_series_collection(series, columns)
         for argument, value in (("window", window), ("min_context", min_context), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{_NAME}({argument}={value!r}) must be an int >= 1.")
@@ -159,7 +163,6 @@ class ForecastingDataModule(LightningDataModule):
             raise ValueError(f"{_NAME}(short_series={short_series!r}) must be 'error' or 'drop'.")
         if max_history is not None and max_history < 1:
             raise ValueError(f"{_NAME}(max_history={max_history}) must be >= 1 or None.")
-        collection = read_series_collection(series, columns)
         self.horizon: int = self._resolve_horizon(horizon, collection)
         self.window = window
         self.seasonality: int = self._resolve_seasonality(seasonality, collection)

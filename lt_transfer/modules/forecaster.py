@@ -43,7 +43,7 @@ class TransferForecaster(SelfContainedCheckpoints):
     """Backbone + linear head predicting the next ``horizon`` values of a series from a window.
 
     ``forward(x)`` maps windows ``(N, C, window)`` to forecasts ``(N, horizon)`` (of channel 0,
-    in the batch's scaled units): ``head(backbone(x))``, plus, with ``window`` set, a linear
+    in the batch's scaled units): ``head(backbone(x))``, plus, with ``linear_window`` set, a linear
     map of the input window itself (the autoregressive "highway" of LSTNet, Lai et al. 2018: a
     pooled convolutional backbone sees shapes, the linear path the levels).
 
@@ -67,7 +67,8 @@ class TransferForecaster(SelfContainedCheckpoints):
             channel) or a :class:`~lt_transfer.Backbone` (e.g. ``FCNBackbone(in_channels=3)``).
         horizon: values forecast per window.
         weights: weights file of a spec-string backbone.
-        window: input length of the linear path; ``None``: no linear path (any input length).
+        linear_window: input length of the linear path (the data's ``window``); ``None``: no linear
+            path (any input length).
         finetune: ``"frozen"``, ``"partial"`` or ``"full"``.
         trainable_groups: for ``"partial"``: how many layer groups, counted from the head, train.
         backbone_lr_scale: lr multiplier of the backbone group nearest the head; ``None``: 0.1
@@ -84,10 +85,10 @@ class TransferForecaster(SelfContainedCheckpoints):
 
     Raises:
         ValueError: inconsistent arguments; at run time, targets whose length is not
-            ``horizon``, inputs whose length is not ``window`` (named in the message).
+            ``horizon``, inputs whose length is not ``linear_window`` (named in the message).
 
     Example:
-        >>> model = TransferForecaster("ts/fcn", horizon=6, window=12)
+        >>> model = TransferForecaster("ts/fcn", horizon=6, linear_window=12)
         >>> model(torch.zeros(4, 1, 12)).shape
         torch.Size([4, 6])
         >>> [g["name"] for g in model.param_groups()][:3]
@@ -99,7 +100,7 @@ class TransferForecaster(SelfContainedCheckpoints):
         backbone: str | Backbone = "ts/fcn",
         horizon: int = 6,
         weights: str | None = None,
-        window: int | None = None,
+        linear_window: int | None = None,
         finetune: FinetuneMode = "full",
         trainable_groups: int | None = None,
         backbone_lr_scale: float | None = None,
@@ -116,7 +117,7 @@ class TransferForecaster(SelfContainedCheckpoints):
         ignored = ["optimizer", "scheduler"] + (["backbone"] if isinstance(backbone, nn.Module) else [])
         self.save_hyperparameters(ignore=ignored)
         name = type(self).__name__
-        for argument, value in (("horizon", horizon), ("window", window)):
+        for argument, value in (("horizon", horizon), ("linear_window", linear_window)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}({argument}={value!r}) must be an int >= 1.")
         choices = {
@@ -146,7 +147,7 @@ class TransferForecaster(SelfContainedCheckpoints):
         self._freeze_groups(finetune, trainable_groups)
         linear = nn.Linear(self.backbone.num_features, horizon)
         self.head = nn.Sequential(nn.Dropout(head_dropout), linear) if head_dropout else linear
-        self.linear_path = nn.Linear(window, horizon) if window is not None else None
+        self.linear_path = nn.Linear(linear_window, horizon) if linear_window is not None else None
         self._metrics = nn.ModuleDict(
             {
                 f"{stage}_{metric}": factory()
@@ -194,8 +195,8 @@ class TransferForecaster(SelfContainedCheckpoints):
             window = self.linear_path.in_features
             if x.shape[-1] != window:
                 raise ValueError(
-                    f"{type(self).__name__}(window={window}) got inputs of length {x.shape[-1]}; use "
-                    f"ForecastingDataModule(window={window}) or build the model with window=None."
+                    f"{type(self).__name__}(linear_window={window}) got inputs of length {x.shape[-1]}; use "
+                    f"ForecastingDataModule(window={window}) or build the model with linear_window=None."
                 )
             out = out + self.linear_path(x[:, 0, :])
         return out
@@ -242,15 +243,16 @@ class TransferForecaster(SelfContainedCheckpoints):
 
     # ------------------------------------------------------------------- steps
     def setup(self, stage: str) -> None:
-        """Check ``horizon`` (and ``window``) against the datamodule's, if it declares them."""
+        """Check ``horizon`` (and ``linear_window``) against the datamodule's ``horizon`` / ``window``."""
         trainer = attached_trainer(self)
         datamodule = trainer.datamodule if trainer is not None else None
-        for argument, own in (("horizon", self.hparams.horizon), ("window", self.hparams.window)):
-            theirs = getattr(datamodule, argument, None)
+        pairs = (("horizon", "horizon"), ("linear_window", "window"))
+        for own_name, their_name in pairs:
+            own, theirs = self.hparams[own_name], getattr(datamodule, their_name, None)
             if own is not None and isinstance(theirs, int) and theirs != own:
                 raise ValueError(
-                    f"{type(self).__name__}({argument}={own}) but the datamodule {type(datamodule).__name__} "
-                    f"has {argument}={theirs}; make them equal."
+                    f"{type(self).__name__}({own_name}={own}) but the datamodule {type(datamodule).__name__} "
+                    f"has {their_name}={theirs}; make them equal."
                 )
 
     def _forecast(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_transfer import ForecastingDataModule, TransferForecaster
@@ -43,7 +44,7 @@ def _model(**kwargs) -> TransferForecaster:
 
 
 def test_fast_dev_run_fit_test_predict() -> None:
-    data, model = _data(), _model(window=WINDOW)
+    data, model = _data(), _model(linear_window=WINDOW)
     trainer = _trainer(fast_dev_run=True)
     trainer.fit(model, data)
     results = trainer.test(model, data, verbose=False)[0]
@@ -76,7 +77,7 @@ def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
     data = ForecastingDataModule(
         _series(count=8, length=40), horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32
     )
-    model = _model(window=WINDOW, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
+    model = _model(linear_window=WINDOW, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
     trainer = _trainer(max_epochs=25, limit_val_batches=0)
     trainer.fit(model, data)
     learned = trainer.test(model, data, verbose=False)[0]["test/mase"]
@@ -92,7 +93,7 @@ def test_finetune_modes_and_param_groups() -> None:
     assert [g["name"] for g in frozen.param_groups()] == ["head", "head.no_decay"]
     frozen.train()
     assert not frozen.backbone.model.block1.training and frozen.head.training
-    partial = _model(finetune="partial", trainable_groups=1, backbone_lr_scale=0.5, window=WINDOW)
+    partial = _model(finetune="partial", trainable_groups=1, backbone_lr_scale=0.5, linear_window=WINDOW)
     names = [(g["name"], g["lr_scale"]) for g in partial.param_groups() if "no_decay" not in g["name"]]
     assert names == [("head", 1.0), ("backbone.block3", 0.5)]
     assert any(p is partial.linear_path.weight for g in partial.param_groups() for p in g["params"])
@@ -103,8 +104,8 @@ def test_finetune_modes_and_param_groups() -> None:
 
 
 def test_bad_input_is_named() -> None:
-    model = _model(window=WINDOW)
-    with pytest.raises(ValueError, match=r"window=6\) got inputs of length 8"):
+    model = _model(linear_window=WINDOW)
+    with pytest.raises(ValueError, match=r"linear_window=6\) got inputs of length 8"):
         model(torch.zeros(2, 1, 8))
     with pytest.raises(TypeError, match="series of different lengths cannot share a batch"):
         model([torch.zeros(1, 6), torch.zeros(1, 7)])
@@ -117,8 +118,16 @@ def test_bad_input_is_named() -> None:
         TransferForecaster(FCNBackbone(), weights="x.pt")
 
 
+def test_a_horizon_from_the_file_does_not_clash_with_the_model_in_the_loggers(tmp_path: Path) -> None:
+    # M1 declares its horizon (6) in the file: the datamodule gets none, the model gets 6
+    data = ForecastingDataModule("m1_yearly", series_ids=[0, 1, 2, 3], holdout="test")
+    trainer = _trainer(fast_dev_run=True, logger=CSVLogger(tmp_path))
+    trainer.fit(TransferForecaster(FCNBackbone(filters=(2, 2, 2)), horizon=6), data)
+    assert "horizon" not in data.hparams and data.horizon == 6
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = TransferForecaster("ts/fcn", horizon=HORIZON, window=WINDOW)
+    model = TransferForecaster("ts/fcn", horizon=HORIZON, linear_window=WINDOW)
     trainer = _trainer()
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "spec.ckpt")
