@@ -5,7 +5,16 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
+from lt_transfer.backbones import (
+    Backbone,
+    FCNBackbone,
+    InceptionTimeBackbone,
+    LayerGroup,
+    LeNetBackbone,
+    Preprocessing,
+    ResNet1DBackbone,
+    build_backbone,
+)
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
@@ -16,8 +25,10 @@ from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
+    ForecastingDataModule,
     ImageFolderDataModule,
     TextClassificationDataModule,
+    TimeSeriesClassificationDataModule,
     TweetSentimentDataModule,
 )
 from lt_transfer.freezing import freeze, unfreeze
@@ -39,6 +50,7 @@ from lt_transfer.modules import (
     SourceFreeAdaptationModule,
     TextClassifier,
     TransferClassifier,
+    TransferForecaster,
 )
 from lt_transfer.ranking import Candidate, RankingTable, rank_models
 
@@ -57,8 +69,11 @@ __all__ = [
     "DomainAdaptationModule",
     "DomainClassifierAccuracy",
     "DomainShiftReport",
+    "FCNBackbone",
     "FeatureCache",
+    "ForecastingDataModule",
     "ImageFolderDataModule",
+    "InceptionTimeBackbone",
     "InformationMaximization",
     "LayerGroup",
     "LeNetBackbone",
@@ -70,13 +85,16 @@ __all__ = [
     "ProgressiveUnfreezing",
     "ProxyADistance",
     "RankingTable",
+    "ResNet1DBackbone",
     "SoftNeighborhoodDensity",
     "TargetValidation",
     "SourceFreeAdaptationModule",
     "TENT",
     "TextClassificationDataModule",
     "TextClassifier",
+    "TimeSeriesClassificationDataModule",
     "TransferClassifier",
+    "TransferForecaster",
     "TweetSentimentDataModule",
     "build_backbone",
     "freeze",
