@@ -6,6 +6,9 @@ backbone under ``no_grad`` and the trainer's precision context. Under DDP each r
 only its shard (:func:`shard_indices`); when the training sampler reshuffles shards every
 epoch (``DistributedSampler(shuffle=True)``, the Lightning default) every rank needs every
 sample, so the shards are all-gathered; a fixed shard (``shuffle=False``, validation) never is.
+When a batch limit cuts the epoch short, the callback passes the samples the limited loop
+fetches instead (this rank's own, nothing gathered) and, when a later epoch needs more, the
+current store to ``keep``: the new store holds its rows and the new ones.
 """
 
 from __future__ import annotations

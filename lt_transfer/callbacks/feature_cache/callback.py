@@ -58,6 +58,8 @@ class FeatureCache(Callback):
     See :mod:`lt_transfer.callbacks.feature_cache` for the mechanism and for when the cache
     applies. The backbone runs exactly once per sample (per rank: once per sample of its shard)
     while it stays frozen; the first frozen epoch pays that pass, later ones only load features.
+    With ``fast_dev_run``, ``limit_*_batches``, ``overfit_batches`` or ``max_steps`` only the
+    samples the loop fetches are cached (a one-batch smoke test computes one batch).
 
     Args:
         backbone: attribute path of the feature extractor on the LightningModule (e.g.
@@ -151,7 +153,8 @@ class FeatureCache(Callback):
         self.memmap_dir = memmap_dir
         self.build_batch_size = build_batch_size
         self.on_augmentation = on_augmentation
-        #: caches built so far (each training or validation loader counts once per build)
+        #: build passes so far (each training or validation loader counts once per build; a
+        #: limited loop's cache growing for a reshuffled epoch counts too)
         self.builds = 0
         #: times the caches were dropped because the backbone was unfrozen
         self.invalidations = 0
@@ -412,6 +415,9 @@ class FeatureCache(Callback):
                 )
                 patch.serving = False
                 return
+        if planned is not None and not planned:  # the loop fetches nothing (max_steps reached)
+            patch.serving = False
+            return
         if patch.store is None or (planned is not None and patch.store.missing(planned)):
             patch.serving = False
             if not self._build(patch, name, planned):
