@@ -3,8 +3,13 @@
 The public API in one place. Our own code imports ``transformers`` and ``peft`` only when a
 text backbone or LoRA is built (note that torchmetrics, imported by Lightning itself, already
 imports ``transformers`` whenever it is installed).
+
+Importing the package registers one ``atexit`` handler: a torch.distributed process group
+still alive at exit is destroyed before the interpreter shuts down (``_distributed.py`` says
+why: gloo workers of ``ddp_spawn`` otherwise abort at exit now and then).
 """
 
+from lt_transfer._distributed import install_exit_handler
 from lt_transfer.backbones import (
     Backbone,
     FCNBackbone,
@@ -55,6 +60,8 @@ from lt_transfer.modules import (
 from lt_transfer.ranking import Candidate, RankingTable, rank_models
 
 __version__ = "0.1.0"
+
+install_exit_handler()
 
 __all__ = [
     "AdaBN",
