@@ -6,11 +6,15 @@ imports ``transformers`` whenever it is installed).
 """
 
 from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
+from lt_transfer.callbacks.bss import BSS
+from lt_transfer.callbacks.delta import DELTA
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
+from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.weight_interpolation import WeightInterpolation, interpolation_sweep
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
@@ -40,9 +44,11 @@ from lt_transfer.modules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BSS",
     "Backbone",
     "BatchNuclearNorm",
     "ClassSilhouette",
+    "DELTA",
     "DeepEmbeddedValidation",
     "DigitsDataModule",
     "DistillationModule",
@@ -53,6 +59,7 @@ __all__ = [
     "FeatureCache",
     "ImageFolderDataModule",
     "InformationMaximization",
+    "L2SP",
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
@@ -66,8 +73,10 @@ __all__ = [
     "TextClassifier",
     "TransferClassifier",
     "TweetSentimentDataModule",
+    "WeightInterpolation",
     "build_backbone",
     "freeze",
+    "interpolation_sweep",
     "proxy_a_distance",
     "unfreeze",
 ]
