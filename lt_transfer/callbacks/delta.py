@@ -55,9 +55,9 @@ __all__ = ["DELTA"]
 
 _NEEDS = (
     "DELTA needs the (N, C, H, W) feature maps of a convolutional layer (channels in dim 1, then "
-    "spatial positions), e.g. a stage of a CNN backbone such as layers=['model.features.14'] for "
-    "MobileNetV2 or ['model.layer3'] for a ResNet; pooled (N, D) vectors and transformer layers "
-    "(tuples, or (N, L, D) token states) do not qualify"
+    "two or more spatial dimensions), e.g. a stage of a CNN backbone such as layers=['model.features.14'] "
+    "for MobileNetV2 or ['model.layer3'] for a ResNet; pooled (N, D) vectors and transformer layers "
+    "(tuples, or (N, L, D) token states) do not qualify: use L2SP or BSS there"
 )
 
 
@@ -237,7 +237,15 @@ class DELTA(ActivationPenalty):
         if self.snapshot is None:
             self.snapshot = frozen.state_dict()
         else:
-            frozen.load_state_dict(self.snapshot, strict=True)
+            # a plain dict has no state-dict version, so BatchNorm asks for num_batches_tracked (unused)
+            result = frozen.load_state_dict(self.snapshot, strict=False)
+            unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
+            if result.missing_keys or unexpected:
+                raise ValueError(
+                    f"DELTA: the checkpoint's pretrained network does not fit the backbone {self.backbone!r} "
+                    f"(missing {result.missing_keys[:3]}, unexpected {unexpected[:3]}); resume with the same "
+                    "model."
+                )
             self.snapshot = frozen.state_dict()
         return frozen
 
@@ -280,7 +288,7 @@ class DELTA(ActivationPenalty):
         return hook
 
     def _check_maps(self, name: str, output: Any) -> None:
-        if not isinstance(output, torch.Tensor) or output.ndim < 3:
+        if not isinstance(output, torch.Tensor) or output.ndim < 4:
             shape = (
                 f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
             )
