@@ -65,7 +65,11 @@ class BSS(ActivationPenalty):
 
     def __init__(self, eta: float = 0.001, k: int = 1, backbone: str = "backbone") -> None:
         super().__init__(backbone, "bss")
-        self.loss = BSSLoss(k=k, eta=eta)  # validates k and eta
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"BSS(k={k!r}) must be an int >= 1 (the paper uses k=1).")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+            raise ValueError(f"BSS(eta={eta!r}) must be a number >= 0 (the paper uses 0.001).")
+        self.loss = BSSLoss(k=k, eta=eta)
         self.k = k
         self.eta = float(eta)
         self._warned_short_batch = False

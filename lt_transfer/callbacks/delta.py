@@ -303,7 +303,8 @@ class DELTA(ActivationPenalty):
                 f"DELTA: the checkpoint {trainer.ckpt_path!r} has no channel attention; resume with the "
                 "callback arguments of the run that wrote it."
             )
-        weights = self._compute_attention(trainer, pl_module)
+        with torch.random.fork_rng(devices=[]):  # the training data order and init stay as without DELTA
+            weights = self._compute_attention(trainer, pl_module)
         self.channel_weights = {
             name: trainer.strategy.broadcast(value, src=0) for name, value in weights.items()
         }
@@ -315,20 +316,19 @@ class DELTA(ActivationPenalty):
         elif isinstance(loader, (list, tuple)):
             loader = loader[0]
         inputs, labels = None, []
-        with torch.random.fork_rng(devices=[]):  # the training batches keep their order
-            for index, batch in enumerate(loader):
-                if index >= self.attention_batches:
-                    break
-                parsed = _labelled(batch)
-                if parsed.y is None:
-                    raise ValueError(
-                        "DELTA(attention=True) fits a probe on labelled training batches to weigh the "
-                        "channels, but the training batches have no labels; pass attention=False "
-                        "(uniform weights)."
-                    )
-                x = input_to(parsed.x, pl_module.device)
-                inputs = x if inputs is None else concat_inputs(inputs, x)
-                labels.append(parsed.y.to(pl_module.device))
+        for index, batch in enumerate(loader):
+            if index >= self.attention_batches:
+                break
+            parsed = _labelled(batch)
+            if parsed.y is None:
+                raise ValueError(
+                    "DELTA(attention=True) fits a probe on labelled training batches to weigh the "
+                    "channels, but the training batches have no labels; pass attention=False "
+                    "(uniform weights)."
+                )
+            x = input_to(parsed.x, pl_module.device)
+            inputs = x if inputs is None else concat_inputs(inputs, x)
+            labels.append(parsed.y.to(pl_module.device))
         if inputs is None:
             raise ValueError("DELTA(attention=True): the training loader yields no batch.")
         return inputs, torch.cat(labels)
