@@ -57,7 +57,8 @@ def test_sweep_chooses_on_validation_and_restores_or_applies(tmp_path: Path) -> 
     reference.load_state_dict(end)
     interpolate_weights(reference, start, end, applied.best_alpha)
     assert all(
-        torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True)
     )
     # accuracy at alpha=1 is the fine-tuned model's
     model.load_state_dict(end)
