@@ -18,6 +18,7 @@ from lt_transfer.callbacks.weight_interpolation import WeightInterpolation, inte
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
+    FashionMNISTDataModule,
     ImageFolderDataModule,
     TextClassificationDataModule,
     TweetSentimentDataModule,
@@ -56,6 +57,7 @@ __all__ = [
     "DomainAdaptationModule",
     "DomainClassifierAccuracy",
     "DomainShiftReport",
+    "FashionMNISTDataModule",
     "FeatureCache",
     "ImageFolderDataModule",
     "InformationMaximization",

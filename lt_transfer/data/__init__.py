@@ -2,6 +2,7 @@
 
 from lt_transfer.data.digits import DigitsDataModule, TransformedImages, few_labels
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, combined_train_loader
+from lt_transfer.data.fashion_mnist import FashionMNISTDataModule, load_fashion_mnist, read_idx
 from lt_transfer.data.image_dataset import BadImageError, ImageFileDataset, find_bad_images, load_image
 from lt_transfer.data.image_files import LabelledImages, find_labelled_images, list_images
 from lt_transfer.data.image_folder import ImageFolderDataModule
@@ -27,6 +28,7 @@ __all__ = [
     "BadImageError",
     "DigitsDataModule",
     "DomainAdaptationDataModule",
+    "FashionMNISTDataModule",
     "ImageFileDataset",
     "ImageFolderDataModule",
     "ImageSplit",
@@ -46,12 +48,14 @@ __all__ = [
     "find_labelled_images",
     "image_transform",
     "list_images",
+    "load_fashion_mnist",
     "load_image",
     "load_mnist",
     "load_mnist_m",
     "load_sklearn_digits",
     "load_tweet_sentiment",
     "package_path",
+    "read_idx",
     "train_transform",
     "tweet_splits",
 ]
