@@ -280,7 +280,7 @@ class WeightInterpolation(Callback):
     alpha (``apply="best"``) or at the fine-tuned weights (``"finetuned"``). The result is
     :attr:`sweep` (in the training process; under ``ddp_spawn`` the main process gets the
     weights but not the attribute) and is logged at rank 0. Checkpoints written during training
-    hold the fine-tuned weights; ``dirpath`` saves one ``state_dict`` per alpha.
+    hold the fine-tuned weights; ``dirpath`` saves one ``state_dict`` per alpha (rank 0 writes).
 
     Args:
         alphas: mixing coefficients in ``[0, 1]`` (``None``: 0, 0.25, 0.5, 0.75, 1).
@@ -379,7 +379,7 @@ class WeightInterpolation(Callback):
             stages=stages,
             apply=self.apply,
             loader_index=self.loader_index,
-            save_to=self.dirpath,
+            save_to=self.dirpath if trainer.is_global_zero else None,  # one writer under DDP
         )
         lines = [
             f"alpha={alpha:g}: "
