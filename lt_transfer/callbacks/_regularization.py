@@ -5,6 +5,7 @@
 * :func:`check_strategy`: single device and DDP only (sharding strategies flatten or split the
   parameters that a snapshot is matched to by name);
 * :func:`loss_scale`: the factor Lightning puts on the returned loss before ``backward``;
+* :class:`SnapshotState`: the ``state_dict`` of callbacks whose progress is a pretrained snapshot;
 * :class:`ActivationPenalty`: the mechanism of the feature regularisers (DELTA, BSS).
 
 **How a penalty on activations enters the loss.** A callback cannot change the loss that a
@@ -34,7 +35,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from typing_extensions import override
 
-__all__ = ["ActivationPenalty", "check_strategy", "find_module", "loss_scale"]
+__all__ = ["ActivationPenalty", "SnapshotState", "check_strategy", "find_module", "loss_scale"]
 
 
 def find_module(pl_module: nn.Module, path: str, argument: str, owner: str) -> nn.Module:
@@ -95,6 +96,34 @@ def loss_scale(trainer: Trainer) -> float:
     if scaler is not None and scaler.is_enabled():
         scale = float(scaler.get_scale())
     return scale / trainer.accumulate_grad_batches
+
+
+class SnapshotState(Callback):
+    """A callback whose saved progress is :attr:`snapshot` (``{name: tensor}``, ``None`` before fit).
+
+    Checkpoints hold the snapshot's tensors as they are, so a resumed run gets them bit for bit.
+
+    Example:
+        >>> class Keeper(SnapshotState):
+        ...     snapshot = None
+        >>> keeper = Keeper()
+        >>> keeper.state_dict()
+        {}
+        >>> keeper.load_state_dict({"snapshot": {"w": torch.ones(1)}})
+        >>> keeper.state_dict()
+        {'snapshot': {'w': tensor([1.])}}
+    """
+
+    snapshot: dict[str, torch.Tensor] | None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.snapshot is None else {"snapshot": dict(self.snapshot)}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "snapshot" in state_dict:
+            self.snapshot = dict(state_dict["snapshot"])
 
 
 class ActivationPenalty(Callback):

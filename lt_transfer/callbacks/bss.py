@@ -49,8 +49,8 @@ class BSS(ActivationPenalty):
         >>> import lightning.pytorch as pl
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> from lt_transfer import Backbone, TransferClassifier
-        >>> model = TransferClassifier(Backbone(nn.Linear(4, 4), 4, pretrained=True), num_classes=2)
-        >>> data = DataLoader(TensorDataset(torch.randn(8, 4), torch.tensor([0, 1] * 4)), batch_size=4)
+        >>> model = TransferClassifier(Backbone(nn.Linear(5, 3), 3, pretrained=True), num_classes=3)
+        >>> data = DataLoader(TensorDataset(torch.randn(12, 5), torch.arange(12) % 3), batch_size=6)
         >>> trainer = pl.Trainer(max_steps=2, callbacks=[BSS(eta=0.001, k=1)], logger=False,
         ...                      enable_checkpointing=False, enable_progress_bar=False,
         ...                      enable_model_summary=False)

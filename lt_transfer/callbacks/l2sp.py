@@ -37,13 +37,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from lt_transfer.callbacks._regularization import check_strategy, find_module
+from lt_transfer.callbacks._regularization import SnapshotState, check_strategy, find_module
 from lt_transfer.losses.l2sp import parameter_snapshot
 
 __all__ = ["L2SP"]
@@ -55,7 +55,7 @@ def _check_strength(value: float, name: str) -> float:
     return float(value)
 
 
-class L2SP(Callback):
+class L2SP(SnapshotState):
     """Pull the backbone toward its pretrained weights and the head toward zero (L2-SP).
 
     See the module docstring for how the penalty enters the loss (its exact gradient is added
@@ -228,14 +228,6 @@ class L2SP(Callback):
         self._checked_optimizers = set()
 
     # ------------------------------------------------------------------ state
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.snapshot is None else {"snapshot": dict(self.snapshot)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "snapshot" in state_dict:
-            self.snapshot = dict(state_dict["snapshot"])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

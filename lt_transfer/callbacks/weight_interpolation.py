@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
 from lt_transfer.batches import input_to, split_batch
-from lt_transfer.callbacks._regularization import check_strategy, find_module
+from lt_transfer.callbacks._regularization import SnapshotState, check_strategy, find_module
 
 __all__ = [
     "InterpolationSweep",
@@ -270,7 +270,7 @@ def interpolation_sweep(
     return result
 
 
-class WeightInterpolation(Callback):
+class WeightInterpolation(SnapshotState):
     """WiSE-FT after fit: evaluate pretrained/fine-tuned weight mixes and keep the best on validation.
 
     At the start of the first ``fit`` the backbone's state is copied (:attr:`snapshot`, kept in
@@ -392,12 +392,3 @@ class WeightInterpolation(Callback):
             + f"; chosen on val: alpha={self.sweep.best_alpha:g}"
             + (" (applied)" if self.apply == "best" else " (model left fine-tuned)")
         )
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.snapshot is None else {"snapshot": dict(self.snapshot)}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "snapshot" in state_dict:
-            self.snapshot = dict(state_dict["snapshot"])

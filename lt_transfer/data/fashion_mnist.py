@@ -205,13 +205,13 @@ class FashionMNISTDataModule(DigitsDataModule):
 
     Args:
         root: folder holding the four IDX files (see the module docstring).
-        image_size: side length fed to the backbone.
-        channels: 3 for ImageNet backbones, 1 for grey-scale networks.
-        normalize: ImageNet mean/std normalisation (needs ``channels=3``).
-        labels_per_class: keep this many labelled training samples per class (``None``: all).
-        val_samples: random subset size of the validation split (``None``: all).
-        test_samples: random subset size of the test split (``None``: all).
-        augment: training-set augmentation preset.
+        image_size: input side length for the backbone.
+        channels: 3 (ImageNet backbones) or 1.
+        normalize: ImageNet mean/std normalisation (with 3 channels).
+        labels_per_class: labelled training images kept per class (``None``: all 50k).
+        val_samples: random validation subset (``None``: all 10k).
+        test_samples: random test subset (``None``: all 10k).
+        augment: training augmentation preset.
         batch_size: batch size of every loader.
         num_workers: DataLoader workers.
         seed: seed of the label and subset selection.
