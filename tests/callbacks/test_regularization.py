@@ -200,3 +200,36 @@ def test_text_classifier_takes_l2sp_and_bss_and_delta_says_what_it_needs(tmp_pat
     assert any(name.startswith("backbone.") for name in l2sp.snapshot)
     with pytest.raises(ValueError, match=r"DELTA needs the \(N, C, H, W\) feature maps"):
         fit([DELTA(attention=False)])
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_configured_from_yaml(tmp_path: Path) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    from lt_transfer.callbacks import WeightInterpolation
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: lt_transfer.L2SP\n"
+        "      init_args: {alpha: 0.2, beta: 0.0, backbone: encoder, head: null}\n"
+        "    - class_path: lt_transfer.DELTA\n"
+        "      init_args: {alpha: 0.05, layers: ['2', '4'], backbone: encoder, attention: false}\n"
+        "    - class_path: lt_transfer.BSS\n"
+        "      init_args: {eta: 0.01, k: 2, backbone: encoder}\n"
+        "    - class_path: lt_transfer.WeightInterpolation\n"
+        "      init_args: {alphas: [0.0, 0.5, 1.0], backbone: encoder, apply: finetuned}\n"
+    )
+    cli = LightningCLI(
+        Plain,
+        args=["--config", str(config), "--trainer.logger=false", "--trainer.enable_checkpointing=false"],
+        run=False,
+        save_config_callback=None,
+    )
+    found = {type(c).__name__: c for c in cli.trainer.callbacks}
+    assert (found["L2SP"].alpha, found["L2SP"].head) == (0.2, None)
+    assert (found["DELTA"].layers, found["DELTA"].attention) == (["2", "4"], False)
+    assert (found["BSS"].k, found["BSS"].eta) == (2, 0.01)
+    assert isinstance(found["WeightInterpolation"], WeightInterpolation)
+    assert found["WeightInterpolation"].alphas == [0.0, 0.5, 1.0]
