@@ -14,6 +14,8 @@ from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.target_validation import TargetValidation
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.callbacks.weight_interpolation import WeightInterpolation, interpolation_sweep
 from lt_transfer.data import (
     DigitsDataModule,
@@ -38,16 +40,21 @@ from lt_transfer.metrics import (
 from lt_transfer.modules import (
     DistillationModule,
     DomainAdaptationModule,
+    NonFiniteLossError,
+    SourceFreeAdaptationModule,
     TextClassifier,
     TransferClassifier,
 )
+from lt_transfer.ranking import Candidate, RankingTable, rank_models
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaBN",
     "BSS",
     "Backbone",
     "BatchNuclearNorm",
+    "Candidate",
     "ClassSilhouette",
     "DELTA",
     "DeepEmbeddedValidation",
@@ -65,12 +72,17 @@ __all__ = [
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
+    "NonFiniteLossError",
     "PredictionEntropy",
     "PredictionWriter",
     "Preprocessing",
     "ProgressiveUnfreezing",
     "ProxyADistance",
+    "RankingTable",
     "SoftNeighborhoodDensity",
+    "TargetValidation",
+    "SourceFreeAdaptationModule",
+    "TENT",
     "TextClassificationDataModule",
     "TextClassifier",
     "TransferClassifier",
@@ -80,5 +92,6 @@ __all__ = [
     "freeze",
     "interpolation_sweep",
     "proxy_a_distance",
+    "rank_models",
     "unfreeze",
 ]

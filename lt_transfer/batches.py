@@ -9,7 +9,9 @@ target), so the same batch works everywhere. Accepted forms:
 * a dict (any ``Mapping``) whose input sits under one of :data:`INPUT_KEYS`
   (``"x"``, ``"input"``, ``"inputs"``, ``"image"``, ``"images"``), labels under one of
   :data:`LABEL_KEYS` (``"y"``, ``"label"``, ``"labels"``) and the sample index under one of
-  :data:`INDEX_KEYS` (``"index"``, ``"idx"``);
+  :data:`INDEX_KEYS` (``"index"``, ``"idx"``), and optionally a second, strongly augmented
+  view of the input under one of :data:`STRONG_VIEW_KEYS` (``"x_strong"``, ``"image_strong"``,
+  ``"strong"``; self-training's weak/strong consistency reads it);
 * a tokenizer dict (Hugging Face): when any of :data:`TOKENIZER_KEYS` (``"input_ids"``,
   ...) is present, the input is the dict of all remaining entries except labels and index.
 
@@ -34,6 +36,7 @@ __all__ = [
     "INDEX_KEYS",
     "INPUT_KEYS",
     "LABEL_KEYS",
+    "STRONG_VIEW_KEYS",
     "TOKENIZER_KEYS",
     "Batch",
     "Input",
@@ -51,6 +54,8 @@ INPUT_KEYS: tuple[str, ...] = ("x", "input", "inputs", "image", "images")
 LABEL_KEYS: tuple[str, ...] = ("y", "label", "labels")
 #: Keys under which a dict batch may hold the sample indices (``(N,)`` integers).
 INDEX_KEYS: tuple[str, ...] = ("index", "idx")
+#: Keys under which a dict batch may hold a second, strongly augmented view of its input.
+STRONG_VIEW_KEYS: tuple[str, ...] = ("x_strong", "image_strong", "strong")
 #: Keys that mark a Hugging Face tokenizer batch (the input is the whole dict minus labels/index).
 TOKENIZER_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
@@ -66,6 +71,8 @@ class Batch:
         x: the model input: a tensor or a tokenizer dict.
         y: integer class labels ``(N,)`` or ``None`` (unlabelled).
         index: sample indices ``(N,)`` or ``None``.
+        strong: a second, strongly augmented view of the same samples (same kind as ``x``), or
+            ``None``; only dict batches carry one (:data:`STRONG_VIEW_KEYS`).
 
     Example:
         >>> batch = split_batch((torch.zeros(2, 3), torch.tensor([0, 1])))
@@ -76,6 +83,7 @@ class Batch:
     x: Input
     y: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    strong: Input | None = None
 
     def __len__(self) -> int:
         return batch_size(self.x)
@@ -112,6 +120,8 @@ def split_batch(batch: Any, where: str = "lt_transfer") -> Batch:
         ...                     "attention_mask": torch.ones(2, 5), "labels": torch.tensor([0, 1])})
         >>> sorted(text.x), text.y.tolist()
         (['attention_mask', 'input_ids'], [0, 1])
+        >>> split_batch({"x": torch.zeros(2, 3), "x_strong": torch.ones(2, 3)}).strong.sum().item()
+        6.0
     """
     if isinstance(batch, torch.Tensor):
         return Batch(batch)
@@ -132,16 +142,18 @@ def split_batch(batch: Any, where: str = "lt_transfer") -> Batch:
         index_key = _first_key(batch, INDEX_KEYS)
         y = _check_tensor(batch[label_key], f"labels ({label_key!r})", where) if label_key else None
         index = _check_tensor(batch[index_key], f"index ({index_key!r})", where) if index_key else None
+        strong_key = _first_key(batch, STRONG_VIEW_KEYS)
+        strong = batch[strong_key] if strong_key else None
         if _first_key(batch, TOKENIZER_KEYS) is not None:
-            x = {k: v for k, v in batch.items() if k not in LABEL_KEYS and k not in INDEX_KEYS}
-            return Batch(x, y, index)
+            others = (*LABEL_KEYS, *INDEX_KEYS, *STRONG_VIEW_KEYS)
+            return Batch({k: v for k, v in batch.items() if k not in others}, y, index, strong)
         input_key = _first_key(batch, INPUT_KEYS)
         if input_key is None:
             raise ValueError(
                 f"{where}: a dict batch needs its input under one of {list(INPUT_KEYS)} (or tokenizer "
                 f"keys such as 'input_ids'); got keys {list(batch)}. Rename the input key."
             )
-        return Batch(batch[input_key], y, index)
+        return Batch(batch[input_key], y, index, strong)
     raise TypeError(
         f"{where}: unsupported batch type {type(batch).__name__}; yield a tensor, a tuple "
         "(x, y[, index]) or a dict (see lt_transfer.batches)."

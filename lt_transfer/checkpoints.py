@@ -21,6 +21,8 @@ on success), so a crash while saving leaves the previous ``last.ckpt`` intact
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import pickle
 import warnings
 import zipfile
@@ -28,8 +30,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from lightning.pytorch import LightningModule
 
-__all__ = ["CheckpointError", "UnsafeCheckpointError", "read_checkpoint"]
+from lt_transfer._lightning_compat import load_options
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "checkpoint_class", "load_module", "read_checkpoint"]
 
 _WARNED_TRUSTED: set[str] = set()
 
@@ -148,3 +153,83 @@ def read_checkpoint(
             "ModelCheckpoint or Trainer.save_checkpoint."
         )
     return checkpoint
+
+
+def _import_module_class(class_path: str, label: str) -> type[LightningModule]:
+    example = "e.g. 'lt_transfer.TransferClassifier'"
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        if not module_name:
+            raise ImportError("not a dotted path 'package.module.ClassName'")
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"{label}={class_path!r} cannot be imported ({error}); pass the dotted import path of a "
+            f"LightningModule class, {example}."
+        ) from error
+    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
+        raise ValueError(f"{label}={class_path!r} is not a LightningModule class; pass one, {example}.")
+    return cls
+
+
+def checkpoint_class(
+    checkpoint: dict[str, Any], module_class: str | None = None, *, where: str, argument: str
+) -> type[LightningModule]:
+    """The LightningModule class a checkpoint belongs to.
+
+    ``module_class`` when given; else the class lt_transfer's modules record in their checkpoints;
+    else the class LightningCLI records (``_class_path``); else an error naming ``argument``.
+
+    Example:
+        >>> checkpoint_class({"lt_transfer": {"class_path": "lt_transfer.TransferClassifier"}},
+        ...                  where="demo", argument="module_class").__name__
+        'TransferClassifier'
+    """
+    label = f"{where}: {argument}"
+    if module_class is not None:
+        return _import_module_class(module_class, label)
+    recorded = (checkpoint.get("lt_transfer") or {}).get("class_path")
+    recorded = recorded or (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if recorded is None:
+        raise ValueError(
+            f"{where}: the checkpoint does not record its LightningModule class (lt_transfer's modules and "
+            f"LightningCLI do); pass {argument}='package.module.ClassName'."
+        )
+    return _import_module_class(str(recorded), f"{where}: the recorded class")
+
+
+def load_module(
+    path: str | Path,
+    module_class: str | None = None,
+    *,
+    where: str,
+    argument: str = "module_class",
+    trust_checkpoint: bool = False,
+    **kwargs: Any,
+) -> LightningModule:
+    """Read a checkpoint safely and rebuild its LightningModule (on the CPU).
+
+    The file goes through :func:`read_checkpoint` first, so a corrupt or unsafe file is refused
+    before Lightning opens it; lt_transfer's modules are then rebuilt without their pretrained
+    weight files (the checkpoint holds the weights).
+
+    Args:
+        path: the checkpoint file.
+        module_class: dotted class path; ``None``: the class the checkpoint records.
+        where: the caller, for messages.
+        argument: the caller's name for ``module_class``, for messages.
+        trust_checkpoint: see :func:`read_checkpoint`.
+        **kwargs: arguments for ``load_from_checkpoint`` (e.g. module objects a checkpoint
+            cannot hold).
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`.
+        ValueError: no class recorded and none given, or a class path that is not a LightningModule.
+    """
+    checkpoint = read_checkpoint(path, where=where, trust_checkpoint=trust_checkpoint, mmap=True)
+    cls = checkpoint_class(checkpoint, module_class, where=where, argument=argument)
+    if "trust_checkpoint" in inspect.signature(cls.load_from_checkpoint).parameters:  # lt_transfer's modules
+        return cls.load_from_checkpoint(path, map_location="cpu", trust_checkpoint=trust_checkpoint, **kwargs)
+    # another LightningModule: the file was checked above (weights-only unless trusted), so
+    # Lightning's own loader meets nothing it could execute unless the user trusted the file
+    return cls.load_from_checkpoint(path, map_location="cpu", **load_options(not trust_checkpoint), **kwargs)

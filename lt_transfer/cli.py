@@ -3,10 +3,16 @@
 ``lt-transfer fit --config configs/mnist_mobilenet_finetune.yaml`` trains a recipe; any
 LightningModule / LightningDataModule / Callback is selectable by class path.
 ``data.num_classes`` is linked to ``model.init_args.num_classes``.
+
+``lt-transfer rank --candidates A B C --data <DataModule>`` ranks pretrained candidates on a
+target task before fine-tuning (:mod:`lt_transfer.ranking.command`); LightningCLI's
+subcommands are fixed and all build a model and a trainer, so ``main`` hands ``rank`` to its
+own parser before LightningCLI starts.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -66,7 +72,13 @@ class TransferCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI (console script ``lt-transfer``)."""
+    """Run the CLI (console script ``lt-transfer``); ``rank`` goes to its own parser (see above)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["rank"]:
+        from lt_transfer.ranking.command import rank_main  # lazy: fit/test do not need it
+
+        rank_main(argv[1:])
+        return
     TransferCLI(
         LightningModule,
         LightningDataModule,
@@ -74,6 +86,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"epilog": "lt-transfer rank --help: rank pretrained candidates before fine-tuning."},
         auto_configure_optimizers=False,
     )
 

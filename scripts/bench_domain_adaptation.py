@@ -1,87 +1,83 @@
-"""Benchmark: source-only vs DANN vs MMD vs CORAL vs train-on-target, on two digit shifts.
+"""Benchmark: every domain-adaptation method of lt_transfer against source-only and a train-on-target oracle.
 
-Usage (the command in docs/benchmarks.md):
+Usage (the commands in docs/benchmarks.md):
 
     .venv/bin/python scripts/bench_domain_adaptation.py --seeds 0 1 2
+    .venv/bin/python scripts/bench_domain_adaptation.py --shift mnist_m:mnist --methods source_only cdan
 
-Every method gets the same network (LeNetBackbone), data, optimizer, batch size and number
-of optimizer steps (SGD, momentum 0.9, lr 0.01 annealed as in the DANN paper, batch 32 per
-domain). Hyper-parameters are fixed a priori from the papers (trade-off 1, the DANN
-coefficient schedule with gamma = 10 for every alignment method) and were *not* tuned on
-any split; the labelled target validation split (1,000 MNIST-M-style / 359 sklearn-digits
-images, disjoint from the test set) is reported as the split to tune on. The target test
-set is only used for the report. "Gap closed" = (method - source-only) / (oracle -
-source-only), from the means. The oracle trains source-only on labelled target training
-data (MNIST-M-style: 10,000 images; sklearn digits: its 1,078 training images).
+Methods (``--methods``): ``source_only``; the methods of ``DomainAdaptationModule`` trained on
+labelled source + unlabelled target: ``dann``, ``mmd``, ``coral``, ``cdan`` (CDAN+E), ``mcc``,
+``dann_mcc`` (DANN + an MCC term of weight 1) and ``self_training``; on the trained source-only
+model: ``shot`` (``SourceFreeAdaptationModule``, another ``--steps`` steps on unlabelled target
+batches only), ``tent`` and ``adabn`` (test-time callbacks, during prediction of the target
+splits); ``oracle``: source-only training on *labelled target* training data.
+
+Every method of a shift gets the same network (LeNetBackbone unless the network flags say
+otherwise), data, optimizer (SGD, momentum 0.9, weight decay 5e-4, lr annealed as in the DANN
+paper), batch size and number of optimizer steps. Each method runs with its defaults
+(``DomainAdaptationModule``'s ``METHOD_DEFAULTS``, trade-off 1, the DANN coefficient schedule with
+gamma = 10; SHOT beta 0.3; TENT Adam lr 1e-3, one step per batch of ``--tta-batch-size``), fixed a
+priori from the papers and *not* tuned on any split; the same defaults run on every shift. The
+labelled target validation split (disjoint from the test set) is reported as the split to tune
+on; the target test set is only used for the report. "Gap closed" = (method − source-only) /
+(oracle − source-only), from the means. ``--shift SOURCE:TARGET`` takes any pair of the
+DataModule's domains (``mnist``, ``mnist_m``, ``sklearn_digits``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
 import time
 from datetime import datetime, timezone
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
+from lt_transfer import TENT, AdaBN, SourceFreeAdaptationModule
 from lt_transfer.backbones import LeNetBackbone
-from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
+from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, DomainName
+from lt_transfer.losses import dann_lr_factor
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 
-SHIFTS = {"mnist_to_mnistm": ("mnist", "mnist_m"), "mnist_to_digits": ("mnist", "sklearn_digits")}
-METHODS = ("source_only", "dann", "mmd", "coral", "oracle")
+DOMAINS: tuple[str, ...] = get_args(DomainName)
+DEFAULT_SHIFTS = ("mnist:mnist_m", "mnist:sklearn_digits")
+#: DomainAdaptationModule arguments of each trained method (everything else: the module's defaults).
+TRAINED: dict[str, dict[str, Any]] = {
+    "source_only": {"method": "source_only"},
+    "dann": {"method": "dann"},
+    "mmd": {"method": "mmd"},
+    "coral": {"method": "coral"},
+    "cdan": {"method": "cdan"},
+    "mcc": {"method": "mcc"},
+    "dann_mcc": {"method": "dann", "mcc_weight": 1.0},
+    "self_training": {"method": "self_training"},
+}
+ON_SOURCE_MODEL = ("shot", "tent", "adabn")
+METHODS = (*TRAINED, *ON_SOURCE_MODEL, "oracle")
+ADVERSARIAL = ("dann", "cdan", "dann_mcc")
 
 
-@torch.no_grad()
-def accuracy(model: DomainAdaptationModule, dataset: torch.utils.data.TensorDataset) -> float:
-    model.eval()
-    x, y = dataset.tensors
-    correct = sum(
-        int((model(x[i : i + 1000]).argmax(-1) == y[i : i + 1000]).sum()) for i in range(0, len(y), 1000)
-    )
-    return 100.0 * correct / len(y)
-
-
-def run_one(shift: str, method: str, seed: int, args: argparse.Namespace, trade_off: float) -> dict:
-    source, target = SHIFTS[shift]
-    if method == "oracle":  # labelled target training data, target evaluation
-        source = target
-    dm = DomainAdaptationDataModule(
-        source,
-        target,
-        source_samples=args.source_samples,
-        target_samples=args.target_samples,
-        val_samples=200,
-        num_workers=0,
-        target_val_samples=args.target_val_samples,
-        batch_size=args.batch_size,
-        seed=seed,
-    )
-    dm.setup("fit")
-    pl.seed_everything(seed, verbose=False)
-    dann_kwargs = {}
-    if method == "dann":
-        dann_kwargs = dict(
-            discriminator_hidden=args.disc_hidden,
-            discriminator_depth=args.disc_depth,
-            trade_off_on=args.trade_off_on,
+def parse_shift(value: str) -> tuple[str, str]:
+    source, _, target = value.partition(":")
+    if source not in DOMAINS or target not in DOMAINS:
+        raise argparse.ArgumentTypeError(
+            f"--shift {value!r}: expected SOURCE:TARGET with both in {list(DOMAINS)}, e.g. mnist:mnist_m"
         )
-    model = DomainAdaptationModule(
-        LeNetBackbone(num_features=None if args.flat_features else 128, batch_norm=not args.no_batch_norm),
-        head_hidden=tuple(args.head_hidden),
-        joint_forward=not args.separate_bn,
-        **dann_kwargs,
-        method="source_only" if method == "oracle" else method,
-        trade_off=trade_off if method in ("dann", "mmd", "coral") else None,  # source_only has no term
-        optimizer=lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4),
-        lr_annealing=True,
-    )
-    trainer = pl.Trainer(
-        max_steps=args.steps,
-        max_epochs=-1,
+    return source, target
+
+
+def shift_name(shift: tuple[str, str]) -> str:
+    return f"{shift[0]}→{shift[1]}"
+
+
+def trainer(args: argparse.Namespace, **kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = dict(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -89,55 +85,198 @@ def run_one(shift: str, method: str, seed: int, args: argparse.Namespace, trade_
         enable_model_summary=False,
         limit_val_batches=0,
     )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def sgd(args: argparse.Namespace) -> Any:
+    return lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4)
+
+
+@torch.no_grad()
+def accuracy(
+    model: torch.nn.Module, dataset: TensorDataset, args: argparse.Namespace, callback: Any = None
+) -> float:
+    """Target accuracy in %; with a test-time callback, predicted through ``trainer.predict``."""
+    x, y = dataset.tensors
+    if callback is not None:
+        loader = DataLoader(TensorDataset(x), batch_size=args.tta_batch_size)
+        probabilities = trainer(args, callbacks=[callback]).predict(model, loader)
+        return 100.0 * float((torch.cat(probabilities).argmax(-1) == y).float().mean())
+    model.eval()
+    chunks = range(0, len(y), 1000)
+    correct = sum(int((model(x[i : i + 1000]).argmax(-1) == y[i : i + 1000]).sum()) for i in chunks)
+    return 100.0 * correct / len(y)
+
+
+def datamodule(
+    args: argparse.Namespace, source: str, target: str, seed: int, source_free: bool = False
+) -> DomainAdaptationDataModule:
+    dm = DomainAdaptationDataModule(
+        source,  # type: ignore[arg-type]
+        target,  # type: ignore[arg-type]
+        source_samples=args.source_samples,
+        target_samples=args.target_samples,
+        val_samples=200,
+        target_val_samples=args.target_val_samples,
+        batch_size=args.batch_size,
+        num_workers=0,
+        seed=seed,
+        source_free=source_free,
+    )
+    dm.setup("fit")
+    return dm
+
+
+def build_model(args: argparse.Namespace, method: str, trade_off: float) -> DomainAdaptationModule:
+    kwargs = dict(TRAINED["source_only" if method == "oracle" else method])
+    if method in ADVERSARIAL:
+        kwargs.update(discriminator_hidden=args.disc_hidden, discriminator_depth=args.disc_depth)
+        kwargs.update(trade_off_on=args.trade_off_on)
+    if kwargs["method"] != "source_only":
+        kwargs["trade_off"] = trade_off
+    features = None if args.flat_features else 128
+    return DomainAdaptationModule(
+        LeNetBackbone(num_features=features, batch_norm=not args.no_batch_norm),
+        head_hidden=tuple(args.head_hidden),
+        joint_forward=not args.separate_bn,
+        optimizer=sgd(args),
+        lr_annealing=True,
+        **kwargs,
+    )
+
+
+class _Annealing:
+    """The DANN paper's lr factor over ``total`` steps (SHOT uses the same schedule)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        return dann_lr_factor(min(step / self.total, 1.0))
+
+
+def train_shot(args: argparse.Namespace, source_model: DomainAdaptationModule, data: Any) -> torch.nn.Module:
+    shot = SourceFreeAdaptationModule(
+        copy.deepcopy(source_model),  # SHOT adapts its source model in place
+        optimizer=sgd(args),
+        scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, _Annealing(args.steps)),
+        scheduler_interval="step",
+    )
+    trainer(args, max_steps=args.steps, max_epochs=-1).fit(shot, data)
+    return shot
+
+
+def run_method(
+    args: argparse.Namespace,
+    data: dict[str, DomainAdaptationDataModule],
+    method: str,
+    trade_off: float,
+    source_model: DomainAdaptationModule | None,
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Train (or adapt) one method and score it on the target val and test splits.
+
+    ``data``: the shift's data module (``"shift"``), its source-free twin (``"source_free"``) and
+    the oracle's (``"oracle"``: target → target).
+    """
+    val, test = data["shift"].val_sets[1], data["shift"].test_sets[1]
     start, cpu_start = time.perf_counter(), time.process_time()
-    trainer.fit(model, dm)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {
-        "val": accuracy(model, dm.val_sets[1]),
-        "test": accuracy(model, dm.test_sets[1]),
-        "wall": wall,
-        "cpu": cpu,
-    }
+    if method in ON_SOURCE_MODEL:
+        assert source_model is not None
+        if method == "shot":
+            model = train_shot(args, source_model, data["source_free"])
+            scores = {"val": accuracy(model, val, args), "test": accuracy(model, test, args)}
+        else:
+            model = source_model
+            make = TENT if method == "tent" else AdaBN
+            scores = {"val": accuracy(model, val, args, make()), "test": accuracy(model, test, args, make())}
+    else:
+        model = build_model(args, method, trade_off)
+        train_data = data["oracle" if method == "oracle" else "shift"]
+        trainer(args, max_steps=args.steps, max_epochs=-1).fit(model, train_data)
+        scores = {"val": accuracy(model, val, args), "test": accuracy(model, test, args)}
+    scores.update(wall=time.perf_counter() - start, cpu=time.process_time() - cpu_start)
+    return model, scores
 
 
-def print_table(args: argparse.Namespace, summary: dict[tuple[str, str], list[dict]]) -> None:
+def run_shift(
+    args: argparse.Namespace, shift: tuple[str, str], seed: int, trade_offs: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Every requested method on one shift and seed: {method: {val, test, wall, cpu}}."""
+    methods = list(args.methods)
+    if any(m in ON_SOURCE_MODEL for m in methods) and "source_only" not in methods:
+        methods.insert(0, "source_only")  # the model SHOT, TENT and AdaBN start from
+    source, target = shift
+    data = {"shift": datamodule(args, source, target, seed)}
+    if "oracle" in methods:
+        data["oracle"] = datamodule(args, target, target, seed)
+    if "shot" in methods:
+        data["source_free"] = datamodule(args, source, target, seed, source_free=True)
+    results: dict[str, dict[str, float]] = {}
+    source_model: DomainAdaptationModule | None = None
+    for method in sorted(methods, key=lambda m: m != "source_only"):
+        pl.seed_everything(seed, verbose=False)
+        trade_off = trade_offs.get(method, args.trade_off)
+        model, results[method] = run_method(args, data, method, trade_off, source_model)
+        if method == "source_only":
+            assert isinstance(model, DomainAdaptationModule)
+            source_model = model
+        scores = results[method]
+        print(
+            f"{shift_name(shift)} {method:<13} seed={seed}: target val {scores['val']:.2f} "
+            f"test {scores['test']:.2f} ({scores['wall']:.0f} s wall, {scores['cpu']:.0f} s CPU)",
+            flush=True,
+        )
+    return results
+
+
+def print_table(args: argparse.Namespace, summary: dict[tuple[str, str], list[dict[str, float]]]) -> None:
     print()
     print(
         "| shift | method | target test acc, % (mean ± sd) | seeds | gap closed | target val acc, % "
         "| wall s/run | CPU s/run |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for shift in args.shifts:
-        means = {m: statistics.mean(r["test"] for r in summary[(shift, m)]) for m in args.methods}
-        for method in args.methods:
-            runs = summary[(shift, method)]
+    for shift in args.shift:
+        name = shift_name(shift)
+        done = [m for m in METHODS if (name, m) in summary]
+        means = {m: statistics.mean(r["test"] for r in summary[(name, m)]) for m in done}
+        for method in done:
+            runs = summary[(name, method)]
             tests = [r["test"] for r in runs]
             sd = statistics.stdev(tests) if len(tests) > 1 else 0.0
             gap = "—"
             if {"source_only", "oracle"} <= set(means) and method not in ("source_only", "oracle"):
-                denom = means["oracle"] - means["source_only"]
-                gap = f"{(means[method] - means['source_only']) / denom:.2f}" if denom > 0 else "n/a"
+                denominator = means["oracle"] - means["source_only"]
+                closed = (means[method] - means["source_only"]) / denominator if denominator > 0 else None
+                gap = "n/a" if closed is None else f"{closed:.2f}"
             val = statistics.mean(r["val"] for r in runs)
             wall = statistics.mean(r["wall"] for r in runs)
             cpu = statistics.mean(r["cpu"] for r in runs)
             print(
-                f"| {shift} | {method} | {means[method]:.2f} ± {sd:.2f} | {len(tests)} | {gap} | {val:.2f} "
+                f"| {name} | {method} | {means[method]:.2f} ± {sd:.2f} | {len(tests)} | {gap} | {val:.2f} "
                 f"| {wall:.0f} | {cpu:.0f} |"
             )
     print(flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument(
+        "--shift",
+        nargs="+",
+        type=parse_shift,
+        default=[parse_shift(s) for s in DEFAULT_SHIFTS],
+        metavar="SOURCE:TARGET",
+        help=f"domain pairs, each of {list(DOMAINS)} (default: {' '.join(DEFAULT_SHIFTS)})",
     )
-    parser.add_argument("--shifts", nargs="+", default=list(SHIFTS), choices=list(SHIFTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (all methods)")
     parser.add_argument("--batch-size", type=int, default=32, help="per domain")
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--trade-off", type=float, default=1.0, help="alignment weight of every method")
+    parser.add_argument("--trade-off", type=float, default=1.0, help="target-term weight of every method")
     parser.add_argument(
         "--method-trade-off",
         nargs="+",
@@ -148,20 +287,17 @@ def main() -> None:
     parser.add_argument("--source-samples", type=int, default=10000)
     parser.add_argument("--target-samples", type=int, default=10000)
     parser.add_argument("--target-val-samples", type=int, default=1000)
+    parser.add_argument("--tta-batch-size", type=int, default=128, help="TENT/AdaBN prediction batch")
     net = parser.add_argument_group("network (same for every method; defaults = the original benchmark)")
-    net.add_argument(
-        "--no-batch-norm", action="store_true", help="LeNetBackbone(batch_norm=False), as the paper"
-    )
+    net.add_argument("--no-batch-norm", action="store_true", help="LeNetBackbone(batch_norm=False): paper")
     net.add_argument(
         "--flat-features", action="store_true", help="no FC layer: 768 flattened conv features, as the paper"
     )
-    net.add_argument(
-        "--head-hidden", nargs="*", type=int, default=[], help="label predictor (paper: 100 100)"
-    )
-    net.add_argument("--separate-bn", action="store_true", help="joint_forward=False (per-domain BN batches)")
-    net.add_argument("--disc-hidden", type=int, default=256, help="DANN discriminator width (paper: 100)")
-    net.add_argument("--disc-depth", type=int, default=2, help="DANN discriminator hidden layers (paper: 1)")
-    net.add_argument("--trade-off-on", choices=["loss", "reversal"], default="loss", help="DANN trade_off_on")
+    net.add_argument("--head-hidden", nargs="*", type=int, default=[], help="label predictor (paper 100 100)")
+    net.add_argument("--separate-bn", action="store_true", help="joint_forward=False: per-domain BN batches")
+    net.add_argument("--disc-hidden", type=int, default=256, help="DANN/CDAN discriminator width (paper 100)")
+    net.add_argument("--disc-depth", type=int, default=2, help="DANN/CDAN discriminator layers (paper 1)")
+    net.add_argument("--trade-off-on", choices=["loss", "reversal"], default="loss", help="DANN/CDAN option")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -170,24 +306,18 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
     print(f"# args: {vars(args)}", flush=True)
-    trade_offs = {m: args.trade_off for m in METHODS}
+    trade_offs: dict[str, float] = {}
     for item in args.method_trade_off:
         method, _, value = item.partition("=")
-        if method not in ("dann", "mmd", "coral") or not value:
-            parser.error(f"--method-trade-off {item!r}: expected dann=, mmd= or coral=<value>")
+        if method not in TRAINED or method == "source_only" or not value:
+            parser.error(f"--method-trade-off {item!r}: expected METHOD=VALUE for one of {list(TRAINED)[1:]}")
         trade_offs[method] = float(value)
-    print(f"# trade-offs: { {m: trade_offs[m] for m in ('dann', 'mmd', 'coral')} }", flush=True)
-    summary: dict[tuple[str, str], list[dict]] = {}
+    print(f"# trade-offs: default {args.trade_off}, overrides {trade_offs}", flush=True)
+    summary: dict[tuple[str, str], list[dict[str, float]]] = {}
     for seed in args.seeds:  # seed-major, so an interrupted run still has complete seeds
-        for shift in args.shifts:
-            for method in args.methods:
-                result = run_one(shift, method, seed, args, trade_offs[method])
-                summary.setdefault((shift, method), []).append(result)
-                print(
-                    f"{shift} {method:<11} seed={seed}: target val {result['val']:.2f} "
-                    f"test {result['test']:.2f} ({result['wall']:.0f} s wall, {result['cpu']:.0f} s CPU)",
-                    flush=True,
-                )
+        for shift in args.shift:
+            for method, result in run_shift(args, shift, seed, trade_offs).items():
+                summary.setdefault((shift_name(shift), method), []).append(result)
         print_table(args, summary)
 
 

@@ -10,29 +10,15 @@ through the same resolver as a backbone's (:mod:`lt_transfer.backbones.weights`)
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from pathlib import Path
 
-from lightning.pytorch import LightningModule
 from torch import nn
 
-from lt_transfer._lightning_compat import load_options
 from lt_transfer.backbones.timm import load_timm_classifier
 from lt_transfer.backbones.torchvision import load_torchvision_classifier
-from lt_transfer.checkpoints import read_checkpoint
+from lt_transfer.checkpoints import load_module
 
 __all__ = ["load_teacher"]
-
-
-def _import_class(path: str) -> type:
-    module_name, _, class_name = path.rpartition(".")
-    if not module_name:
-        raise ValueError(f"teacher_class={path!r} must be a dotted import path such as 'pkg.module.Class'.")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"teacher_class={path!r} cannot be imported ({error}).") from error
 
 
 def load_teacher(
@@ -107,19 +93,6 @@ def load_teacher(
             "checkpoint holds the weights."
         )
     where = f"DistillationModule(teacher={teacher!r})"
-    checkpoint = read_checkpoint(path, where=where, trust_checkpoint=trust_checkpoint, mmap=True)
-    if teacher_class is None:
-        teacher_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-        if teacher_class is None:
-            raise ValueError(
-                f"DistillationModule(teacher={teacher!r}): the checkpoint does not record its class "
-                "(only LightningCLI checkpoints do); pass teacher_class='package.module.ClassName'."
-            )
-    cls = _import_class(teacher_class)
-    if not (isinstance(cls, type) and issubclass(cls, LightningModule)):
-        raise ValueError(f"teacher_class={teacher_class!r} is not a LightningModule subclass.")
-    if "trust_checkpoint" in inspect.signature(cls.load_from_checkpoint).parameters:  # lt_transfer's modules
-        return cls.load_from_checkpoint(path, map_location="cpu", trust_checkpoint=trust_checkpoint)
-    # another LightningModule: the file was checked above (weights-only unless trusted), so
-    # Lightning's loader meets nothing it could execute unless the user trusted the file
-    return cls.load_from_checkpoint(path, map_location="cpu", **load_options(not trust_checkpoint))
+    return load_module(
+        path, teacher_class, where=where, argument="teacher_class", trust_checkpoint=trust_checkpoint
+    )

@@ -8,6 +8,8 @@ from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
+from lt_transfer.callbacks.target_validation import VALIDATOR_MODES, TargetValidation
+from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.callbacks.weight_interpolation import (
     InterpolationSweep,
     WeightInterpolation,
@@ -17,6 +19,7 @@ from lt_transfer.callbacks.weight_interpolation import (
 )
 
 __all__: list[str] = [
+    "AdaBN",
     "BSS",
     "DELTA",
     "DomainShiftReport",
@@ -27,6 +30,9 @@ __all__: list[str] = [
     "NegativeTransferMonitor",
     "PredictionWriter",
     "ProgressiveUnfreezing",
+    "TargetValidation",
+    "VALIDATOR_MODES",
+    "TENT",
     "WeightInterpolation",
     "interpolate_weights",
     "interpolation_sweep",

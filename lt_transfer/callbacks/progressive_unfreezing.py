@@ -26,7 +26,12 @@ Model Fine-tuning for Text Classification", ACL 2018) and of Lightning's
   callback uses them unless it is given its own; two different explicit values are an
   error, and so is a model whose ``finetune`` is not ``"full"`` (the callback decides what
   trains);
-* **identity**: parameters are compared by identity, never by value.
+* **identity**: parameters are compared by identity, never by value;
+* **a plan that fits**: at the start of training, a plan that ``max_epochs`` / ``max_steps``
+  cuts short is a warning that names the groups that would stay frozen;
+* **stable names**: unnamed param groups already in the optimizer are named ``pg<i>`` at fit
+  start (the name ``LearningRateMonitor`` gives them once there are several), so their
+  ``lr-<Optimizer>`` series keep one name when the first unfrozen group is added.
 
 Design choice: groups are *added* to the optimizer when they unfreeze (as ``BackboneFinetuning``
 does) rather than registered from the start with ``lr=0``/``requires_grad=False``, because the
@@ -43,7 +48,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim import Optimizer
 from typing_extensions import override
@@ -89,6 +94,15 @@ class ProgressiveUnfreezing(Callback):
     Layer groups come from ``pl_module.backbone.layer_groups()`` (ordered input → output,
     e.g. :class:`~lt_transfer.TransferClassifier`), or, for any other module, from the
     direct children of the sub-module at ``backbone="attr.path"``.
+
+    At the start of training the plan is compared with ``max_epochs`` and ``max_steps``
+    (through the number of optimizer steps per epoch); steps that would come after the last
+    epoch are a warning naming the groups that would stay frozen (not under
+    ``fast_dev_run``). Param groups without a ``name`` in the optimizer at fit start are
+    named ``pg1``, ``pg2``, ... (what ``LearningRateMonitor`` calls them once there are
+    several groups), so the learning-rate series of a user's unnamed head group is
+    ``lr-Adam/pg1`` from the first step on instead of changing from ``lr-Adam`` at the first
+    unfreeze.
 
     Args:
         unfreeze_at_epoch: the epoch of the single step, the list of milestones (strictly
@@ -383,6 +397,8 @@ class ProgressiveUnfreezing(Callback):
                 "`Adam(p for p in self.parameters() if p.requires_grad)`, and let the callback add "
                 "each group with its own learning rate when it unfreezes."
             )
+        for index, group in enumerate(optimizer.param_groups, start=1):
+            group.setdefault("name", f"pg{index}")  # one LearningRateMonitor series name throughout
         if self.warmup_epochs and not self._hook_handles:
             # the warm-up scales the lr inside optimizer.step only (pre/post hooks), so schedulers,
             # checkpoints and LearningRateMonitor always see the scheduled lr
@@ -395,6 +411,42 @@ class ProgressiveUnfreezing(Callback):
                 self._unfreeze_step(trainer, pl_module, step, restoring=True)
             rewrap_ddp(trainer)
         self._set_frozen_modes(pl_module)
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        message = self.unfinished_plan_message(trainer)
+        if message is not None:
+            rank_zero_warn(message)
+
+    def unfinished_plan_message(self, trainer: Trainer) -> str | None:
+        """The warning for unfreeze steps that ``max_epochs``/``max_steps`` cut off, or ``None``.
+
+        Needs the training data set up (from ``on_train_start``): the steps per epoch are
+        ``ceil(num_training_batches / accumulate_grad_batches)``.
+        """
+        if trainer.fast_dev_run:
+            return None
+        last_epoch, limits = math.inf, []
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            last_epoch = trainer.max_epochs - 1
+            limits.append(f"max_epochs={trainer.max_epochs}")
+        batches = trainer.num_training_batches
+        if trainer.max_steps >= 0 and math.isfinite(batches) and batches > 0:
+            per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+            by_steps = math.ceil(trainer.max_steps / per_epoch) - 1
+            if by_steps < last_epoch:
+                last_epoch = by_steps
+                limits = [f"max_steps={trainer.max_steps} at {per_epoch} optimizer steps per epoch"]
+        missed = [(epoch, idx) for epoch, idx in self._plan[self.applied_steps :] if epoch > last_epoch]
+        if not missed:
+            return None
+        names = [self._groups[i].name for _, idx in missed for i in idx]
+        steps = "; ".join(f"epoch {epoch}: {[self._groups[i].name for i in idx]}" for epoch, idx in missed)
+        return (
+            f"{type(self).__name__}: training stops after epoch {last_epoch} ({', '.join(limits)}), but the "
+            f"plan unfreezes later ({steps}), so the layer groups {names} stay frozen. Unfreeze earlier "
+            "(unfreeze_at_epoch, every_n_epochs), more groups per step (groups_per_step), or train longer."
+        )
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -29,6 +29,12 @@ are built from MNIST's training digits (MNIST and MNIST-M), the training split i
 shuffled once and halved: the source draws from one half, the target from the other, so
 no digit appears in both domains. A domain paired with itself (``"mnist_m" → "mnist_m"``)
 gives the train-on-target oracle when trained with ``method="source_only"``.
+
+**Source-free adaptation** (``source_free=True``, for
+:class:`~lt_transfer.SourceFreeAdaptationModule`): the training loader yields target batches
+only (``[x_t]``); no source training batch is ever built or read. The evaluation loaders stay
+as they are (drop the source ones with :meth:`DomainAdaptationDataModule.from_datasets` when
+the source data must not be touched at all).
 """
 
 from __future__ import annotations
@@ -170,6 +176,7 @@ class DomainAdaptationDataModule(LightningDataModule):
         epoch_length: what one epoch is when the loaders differ in length (module docstring).
         num_workers: DataLoader workers.
         seed: seed of every subset choice.
+        source_free: train on target batches only (source-free adaptation, module docstring).
 
     Raises:
         ValueError: unknown domain names, bad sizes, or an empty target training set.
@@ -205,6 +212,7 @@ class DomainAdaptationDataModule(LightningDataModule):
         epoch_length: EpochLength = "source",
         num_workers: int = 0,
         seed: int = 0,
+        source_free: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -243,7 +251,7 @@ class DomainAdaptationDataModule(LightningDataModule):
         ``source_train`` yields ``(x, y)``; ``target_train`` yields ``x`` or ``(x, ...)``
         (only ``x`` is used); ``val``/``test`` hold labelled datasets named by
         ``eval_names``. ``kwargs`` are the loader arguments of ``__init__``
-        (``batch_size``, ``target_batch_size``, ``epoch_length``, ``num_workers``).
+        (``batch_size``, ``target_batch_size``, ``epoch_length``, ``num_workers``, ``source_free``).
 
         Example:
             >>> src = TensorDataset(torch.randn(20, 4), torch.randint(0, 2, (20,)))
@@ -252,7 +260,7 @@ class DomainAdaptationDataModule(LightningDataModule):
             >>> dm.setup("fit"); len(iter(dm.train_dataloader()))
             10
         """
-        allowed = {"batch_size", "target_batch_size", "epoch_length", "num_workers"}
+        allowed = {"batch_size", "target_batch_size", "epoch_length", "num_workers", "source_free"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise ValueError(
@@ -328,11 +336,14 @@ class DomainAdaptationDataModule(LightningDataModule):
             persistent_workers=self.hparams.num_workers > 0,
         )
 
-    def train_dataloader(self) -> CombinedLoader:
-        """``{"source": (x, y), "target": [x]}`` batches; see the module docstring for lengths."""
+    def train_dataloader(self) -> CombinedLoader | DataLoader:
+        """``{"source": (x, y), "target": [x]}`` batches (see the module docstring for lengths), or
+        target batches only with ``source_free=True``."""
         hp = self.hparams
-        source = self._loader(self.train_source, hp.batch_size, shuffle=True)
         target = self._loader(self.train_target, hp.target_batch_size or hp.batch_size, shuffle=True)
+        if hp.source_free:
+            return target
+        source = self._loader(self.train_source, hp.batch_size, shuffle=True)
         world_size = self.trainer.world_size if self.trainer is not None else 1
         return combined_train_loader(source, target, hp.epoch_length, world_size)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,7 +245,7 @@ def find_labelled_images(
         root: a folder in one of the layouts of the module docstring (ignored with a manifest).
         manifest: a CSV manifest (``path,label[,split]``); takes precedence over ``root``.
         val_fraction: carve a stratified validation split of this fraction out of the training
-            images; only when the data has no validation split of its own.
+            images when the data has no validation split of its own (with one, it warns and keeps it).
         test_fraction: the same for the test split.
         seed: seed of the carving.
         what: the caller, for messages.
@@ -284,13 +285,17 @@ def find_labelled_images(
     else:
         raise ValueError(f"{what}: pass root=<image folder> or manifest=<CSV file>.")
     fractions = {"val": val_fraction, "test": test_fraction}
-    carve = {split: f for split, f in fractions.items() if f is not None}
-    for split in carve:
-        if split in splits:
-            raise ValueError(
-                f"{what}: {split}_fraction={carve[split]} applies only when the data has no {split} split, "
-                f"but it has one ({len(splits[split])} images); drop {split}_fraction."
+    carve = {}
+    for split, fraction in fractions.items():
+        if fraction is not None and split in splits:
+            warnings.warn(
+                f"{what}: the data has its own {split} split ({len(splits[split])} images), so "
+                f"{split}_fraction={fraction} is not used; pass {split}_fraction=None to silence this.",
+                UserWarning,
+                stacklevel=3,
             )
+        elif fraction is not None:
+            carve[split] = fraction
     if carve:
         train = splits["train"]
         parts = stratified_split(train.labels, list(carve.values()), seed)

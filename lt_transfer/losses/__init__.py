@@ -54,7 +54,7 @@ from lt_transfer.losses.self_training import (
     flexmatch_thresholds,
     self_training_loss,
 )
-from lt_transfer.losses.shot import shot_pseudo_labels
+from lt_transfer.losses.shot import ShotCentroids, nearest_centroid_labels, shot_centroids, shot_pseudo_labels
 
 __all__: list[str] = [
     "AttentionTransferLoss",
@@ -77,6 +77,7 @@ __all__: list[str] = [
     "MCCLoss",
     "MMDLoss",
     "SelfTrainingLoss",
+    "ShotCentroids",
     "attention_map",
     "attention_transfer_loss",
     "bss_loss",
@@ -106,10 +107,12 @@ __all__: list[str] = [
     "mcc_loss",
     "mmd_loss",
     "multilinear_map",
+    "nearest_centroid_labels",
     "parameter_snapshot",
     "randomized_multilinear_map",
     "schedule_value",
     "self_training_loss",
+    "shot_centroids",
     "shot_pseudo_labels",
     "training_progress",
 ]

@@ -79,14 +79,15 @@ def dkd_terms(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     target: torch.Tensor | None = None,
+    *,
+    temperature: float = 4.0,
     alpha: float = 1.0,
     beta: float = 8.0,
-    temperature: float = 4.0,
-    ignore_index: int = -1,
     reduction: KDReduction = "batchmean",
+    ignore_index: int = -1,
     validate_args: bool = True,
 ) -> DKDTerms:
-    """The DKD loss and its two terms; see :func:`dkd_loss` for the arguments.
+    """The DKD loss and its two terms; see :func:`dkd_loss` for the arguments (keyword-only here).
 
     Example:
         >>> terms = dkd_terms(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 2]))
@@ -185,22 +186,22 @@ def dkd_loss(
         student_logits,
         teacher_logits,
         target,
-        alpha,
-        beta,
-        temperature,
-        ignore_index,
-        reduction,
-        validate_args,
+        temperature=temperature,
+        alpha=alpha,
+        beta=beta,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        validate_args=validate_args,
     ).total
 
 
 class DKDLoss(nn.Module):
     """Module form of :func:`dkd_loss` (decoupled knowledge distillation).
 
-    Args:
+    Args (keyword-only):
+        temperature: softmax temperature ``T > 0``.
         alpha: weight of the target-class term.
         beta: weight of the non-target-class term.
-        temperature: softmax temperature ``T > 0``.
         ignore_index: label value of unlabelled examples (they use the teacher's class).
         reduction: ``"batchmean"``, ``"sum"`` or ``"none"``.
         validate_args: check inputs on every call.
@@ -215,44 +216,41 @@ class DKDLoss(nn.Module):
 
     def __init__(
         self,
+        *,
+        temperature: float = 4.0,
         alpha: float = 1.0,
         beta: float = 8.0,
-        temperature: float = 4.0,
         ignore_index: int = -1,
         reduction: KDReduction = "batchmean",
         validate_args: bool = True,
     ) -> None:
         super().__init__()
+        _check_temperature(temperature, "DKDLoss")
         _check_weight(alpha, "alpha", "DKDLoss")
         _check_weight(beta, "beta", "DKDLoss")
-        _check_temperature(temperature, "DKDLoss")
         if reduction not in ("batchmean", "sum", "none"):
             raise ValueError(f"DKDLoss(reduction={reduction!r}) must be 'batchmean', 'sum' or 'none'.")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
         self.temperature = float(temperature)
+        self.alpha, self.beta = float(alpha), float(beta)
         self.ignore_index = int(ignore_index)
         self.reduction: KDReduction = reduction
         self.validate_args = validate_args
 
     def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        target: torch.Tensor | None = None,
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Return the DKD loss of the student toward the teacher."""
-        return dkd_loss(
+        return dkd_terms(
             student_logits,
             teacher_logits,
             target,
-            self.alpha,
-            self.beta,
-            self.temperature,
-            self.ignore_index,
-            self.reduction,
-            self.validate_args,
-        )
+            temperature=self.temperature,
+            alpha=self.alpha,
+            beta=self.beta,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            validate_args=self.validate_args,
+        ).total
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, temperature={self.temperature}"

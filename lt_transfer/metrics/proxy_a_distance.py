@@ -27,7 +27,8 @@ import warnings
 import numpy as np
 import torch
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
+
+from lt_transfer.metrics._states import concatenated
 
 __all__ = ["ProxyADistance", "linear_domain_error", "proxy_a_distance"]
 
@@ -186,11 +187,15 @@ class ProxyADistance(Metric):
         return x[torch.randperm(len(x), generator=generator)[: self.max_samples].to(x.device)]
 
     def compute(self) -> torch.Tensor:
-        """The proxy A-distance; NaN until both domains have at least 4 samples."""
-        if not self.source_features or not self.target_features:
+        """The proxy A-distance; NaN until both domains have at least 4 samples.
+
+        The states are lists of batches in one process and single tensors after a DDP
+        gather; :func:`~lt_transfer.metrics._states.concatenated` reads both.
+        """
+        source, target = concatenated(self.source_features), concatenated(self.target_features)
+        if source is None or target is None:
             return torch.tensor(float("nan"))
-        source = self._subset(dim_zero_cat(self.source_features), 0)
-        target = self._subset(dim_zero_cat(self.target_features), 1)
+        source, target = self._subset(source, 0), self._subset(target, 1)
         if len(source) < 4 or len(target) < 4:
             return torch.tensor(float("nan"))
         return proxy_a_distance(source, target, self.test_fraction, self.c, self.seed)

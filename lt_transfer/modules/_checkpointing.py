@@ -117,6 +117,7 @@ class SelfContainedCheckpoints(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what the checkpoint cannot hold, the configs to rebuild backbones, the class names."""
         checkpoint[CHECKPOINT_INFO_KEY] = {
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "unsaved_arguments": self.unsaved_arguments(),
             "model_configs": self.model_configs(),
             "class_names": self.class_names,

@@ -4,7 +4,9 @@ The teacher runs about once per sample instead of once per epoch. Valid only for
 *un-augmented* training set: at the first fully cached batch of every epoch the teacher is
 re-run and its output compared with the cache; a mismatch (augmentation, changed data,
 unstable indices) raises. The cache holds ``num_samples × num_classes`` float32 logits on
-the model's device and grows as larger indices appear.
+the model's device and grows as larger indices appear. A row with a NaN/Inf logit (a
+sample with NaN pixels) is served but never kept, so it is recomputed each time it is
+needed and never poisons a later epoch's check.
 """
 
 from __future__ import annotations
@@ -86,14 +88,14 @@ class TeacherOutputCache:
             assert self.logits is not None and self.filled is not None
             index = index.to(device=logits.device, dtype=torch.long)
             self.logits[index] = logits.float()
-            self.filled[index] = True
+            self.filled[index] = torch.isfinite(logits).all(-1)
             return logits
         index = index.to(device=self.logits.device, dtype=torch.long)
         missing = ~self.filled[index]
         if bool(missing.any()):
             fresh = teacher(_rows(x, missing.to(_device_of(x, missing.device))))
             self.logits[index[missing]] = fresh.float()
-            self.filled[index[missing]] = True
+            self.filled[index[missing]] = torch.isfinite(fresh).all(-1)
         elif self.verified_epoch != epoch:
             self.verified_epoch = epoch
             fresh = teacher(x)

@@ -11,7 +11,7 @@ from torch import nn
 
 from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
 from lt_transfer.batches import Input, split_batch
-from lt_transfer.modules._base import ClassificationModule
+from lt_transfer.modules._base import ClassificationModule, NanPolicy
 from lt_transfer.optim import (
     layerwise_lr_scales,
     no_decay_parameter_ids,
@@ -71,6 +71,11 @@ class TransferClassifier(ClassificationModule):
         eval_names: names of the validation/test dataloaders in order (e.g.
             ``["source", "target"]``); ``None`` uses the datamodule's ``eval_names``
             attribute if it has one.
+        nan_policy: on a non-finite training loss, ``"raise"`` an error naming the batch and
+            the NaN/Inf input, ``"skip_batch"`` (no optimizer step for it) or ``"warn"`` (train
+            on it anyway).
+        lr: base learning rate (the head's; backbone groups get it times their scale), in
+            place of the optimizer's own; ``None``: the optimizer's. ``Tuner.lr_find`` sets it.
 
     Raises:
         ValueError: on inconsistent arguments (named in the message).
@@ -103,6 +108,8 @@ class TransferClassifier(ClassificationModule):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str = "val/loss",
         eval_names: list[str] | None = None,
+        nan_policy: NanPolicy = "raise",
+        lr: float | None = None,
     ) -> None:
         name = type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -111,7 +118,8 @@ class TransferClassifier(ClassificationModule):
             )
         super().__init__(
             num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
-            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor
+            scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor,
+            nan_policy=nan_policy, lr=lr,
         )
         self.save_hyperparameters(ignore=self._hparams_ignored(backbone))
         if finetune not in ("frozen", "partial", "full"):
@@ -180,7 +188,8 @@ class TransferClassifier(ClassificationModule):
 
     def forward(self, x: Input) -> torch.Tensor:
         """Return class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
-        return self.head(self.backbone(x))
+        with self.explained_channel_errors(x):
+            return self.head(self.backbone(x))
 
     def trainable_layer_groups(self) -> list[LayerGroup]:
         """Backbone layer groups that currently have trainable parameters."""
@@ -200,7 +209,7 @@ class TransferClassifier(ClassificationModule):
         return self
 
     # --------------------------------------------------------------- training
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         parsed = split_batch(batch, type(self).__name__)
         if parsed.y is None:
             raise ValueError(
@@ -208,9 +217,11 @@ class TransferClassifier(ClassificationModule):
                 "labels under 'y', 'label' or 'labels'."
             )
         y = parsed.y
-        self._check_labels_once("train", y, self.hparams.num_classes)
+        self.check_batch_labels("train", y, self.hparams.num_classes, batch_idx)
         logits = self(parsed.x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.checked_loss(F.cross_entropy(logits, y), batch_idx, {"input": parsed.x, "labels": y})
+        if loss is None:
+            return self.skipped_step_output()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         self.log_accuracy("train", logits, y)
         return loss

@@ -19,7 +19,7 @@ from lt_transfer._lightning_compat import cli_hparams_active, without_cli_hparam
 from lt_transfer.backbones import architecture_only, architecture_only_active, load_teacher
 from lt_transfer.batches import Input, batch_size, split_batch
 from lt_transfer.losses.distillation import HintLoss, distillation_terms
-from lt_transfer.modules._base import ClassificationModule
+from lt_transfer.modules._base import ClassificationModule, NanPolicy
 from lt_transfer.modules._hints import capture_outputs, output_width
 from lt_transfer.modules._teacher_cache import TeacherOutputCache
 from lt_transfer.optim import no_decay_parameter_ids, param_groups_for
@@ -108,6 +108,12 @@ class DistillationModule(ClassificationModule):
             ``weights_only=False``, which runs any code its pickle holds (warns). Checkpoints of
             lt_transfer's modules never need it; a file that does is refused by default with an
             error naming this argument.
+        nan_policy: on a non-finite training loss, ``"raise"`` an error naming the batch and
+            what was non-finite (input, teacher logits, student), ``"skip_batch"`` (no optimizer
+            step for it) or ``"warn"`` (train on it anyway). The teacher cache never keeps a
+            non-finite row.
+        lr: base learning rate in place of the optimizer's own (``None``: the optimizer's);
+            ``Tuner.lr_find`` sets it.
 
     Raises:
         ValueError: inconsistent arguments (named in the message); student and teacher
@@ -149,11 +155,13 @@ class DistillationModule(ClassificationModule):
         scheduler_monitor: str = "val/loss",
         eval_names: list[str] | None = None,
         trust_checkpoint: bool = False,
+        nan_policy: NanPolicy = "raise",
+        lr: float | None = None,
     ) -> None:
         super().__init__(
             num_classes=num_classes, optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
             scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor,
-            ignore_index=ignore_index,
+            ignore_index=ignore_index, nan_policy=nan_policy, lr=lr,
         )
         from_cli = cli_hparams_active()
         # factories and module objects are not plain data: checkpoints stay loadable with
@@ -233,20 +241,23 @@ class DistillationModule(ClassificationModule):
 
     def on_fit_start(self) -> None:
         """Reset the teacher-output cache (a new fit may bring new data)."""
+        super().on_fit_start()
         self._teacher_cache.reset()
         self.teacher_forward_samples = 0
 
     # --------------------------------------------------------------------- model
     def forward(self, x: Input) -> torch.Tensor:
         """Return the student's logits."""
-        return self.student(x)
+        with self.explained_channel_errors(x):
+            return self.student(x)
 
     @torch.no_grad()
     def teacher_logits(self, x: Input) -> torch.Tensor:
         """Run the frozen teacher (eval mode, no grad), mapped to the student's classes."""
         if self.teacher.training:  # only reachable if user code flipped it; keep it frozen
             self.teacher.eval()
-        output = self.teacher(x)
+        with self.explained_channel_errors(x):
+            output = self.teacher(x)
         if not isinstance(output, torch.Tensor):
             output = getattr(output, "logits", output)
         if not isinstance(output, torch.Tensor):
@@ -296,15 +307,15 @@ class DistillationModule(ClassificationModule):
             )
 
     # ----------------------------------------------------------------- training
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         parsed = split_batch(batch, type(self).__name__)
         x, y = parsed.x, parsed.y
         with capture_outputs(self._hint_layers()) as hints:
-            student_logits = self.student(x)
+            student_logits = self(x)
             teacher_logits = self._teacher_outputs(x, parsed.index)
         self._check_outputs(student_logits, teacher_logits)
         if y is not None:
-            self.check_labels(y, student_logits.shape[-1])
+            self.check_batch_labels("train", y, student_logits.shape[-1], batch_idx)
         hp = self.hparams
         terms = distillation_terms(
             student_logits,
@@ -317,8 +328,14 @@ class DistillationModule(ClassificationModule):
         )
         loss = terms.total
         size = batch_size(x)
-        if self.hint is not None:
-            loss = loss + hp.hint_weight * self._hint_loss(hints["student"], hints["teacher"], size)
+        hint = None if self.hint is None else self._hint_loss(hints["student"], hints["teacher"])
+        if hint is not None:
+            loss = loss + hp.hint_weight * hint
+        parts = {"input": x, "labels": y, "teacher logits": teacher_logits}
+        if self.checked_loss(loss, batch_idx, parts) is None:
+            return self.skipped_step_output()
+        if hint is not None:
+            self.log("train/hint", hint, batch_size=size)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/soft", terms.soft, batch_size=size)
         if terms.num_labelled:
@@ -330,9 +347,7 @@ class DistillationModule(ClassificationModule):
         self.log("train/agreement", agreement, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
-    def _hint_loss(
-        self, student_features: torch.Tensor, teacher_features: torch.Tensor, size: int
-    ) -> torch.Tensor:
+    def _hint_loss(self, student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
         assert self.hint is not None
         if (
             student_features.shape[1] != self.hint.student_width
@@ -344,9 +359,7 @@ class DistillationModule(ClassificationModule):
                 f"projection expects widths {[self.hint.student_width, self.hint.teacher_width]}; pass "
                 "hint_widths=[student_width, teacher_width]."
             )
-        hint = self.hint(student_features, teacher_features)
-        self.log("train/hint", hint, batch_size=size)
-        return hint
+        return self.hint(student_features, teacher_features)
 
     # --------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,21 +1,37 @@
-"""DomainAdaptationModule: DANN, multi-kernel MMD and CORAL on labelled source + unlabelled target.
+"""DomainAdaptationModule: DANN, CDAN, MMD, CORAL, MCC, self-training on labelled source + unlabelled target.
 
 One LightningModule covers the standard unsupervised domain adaptation recipes on a shared
-feature extractor ``G`` (a :class:`~lt_transfer.Backbone`) and label head ``C``:
+feature extractor ``G`` (a :class:`~lt_transfer.Backbone`) and label head ``C``; every method
+minimises the source cross-entropy plus its target term:
 
 * ``"source_only"``: cross-entropy on the source only (the baseline; the target batch is
   not forwarded at all);
 * ``"dann"``: + ``trade_off *`` the domain-adversarial loss of a discriminator behind a
   gradient reversal layer whose coefficient follows the schedule (Ganin & Lempitsky 2015);
+* ``"cdan"``: the same with a discriminator conditioned on the predictions through the
+  multilinear map (randomised for wide features) and, with ``entropy_conditioning``, the
+  entropy weights of CDAN+E (Long et al. 2018; :mod:`lt_transfer.losses.cdan`);
 * ``"mmd"``: + ``trade_off * coefficient *`` multi-kernel MMD between source and target
   features (DAN, Long et al. 2015);
-* ``"coral"``: + ``trade_off * coefficient *`` the CORAL loss (Sun & Saenko 2016).
+* ``"coral"``: + ``trade_off * coefficient *`` the CORAL loss (Sun & Saenko 2016);
+* ``"mcc"``: + ``trade_off * coefficient *`` the minimum class confusion of the target
+  predictions (Jin et al. 2020); ``mcc_weight`` adds the same term to any other method
+  (DANN + MCC);
+* ``"self_training"``: + ``trade_off * coefficient *`` the cross-entropy on target
+  pseudo-labels whose confidence reaches ``pseudo_label_threshold`` (optionally FlexMatch-style
+  class-balanced thresholds); a target batch that carries a strongly augmented view
+  (:data:`lt_transfer.batches.STRONG_VIEW_KEYS`) is trained on it, FixMatch-style, with the
+  pseudo-labels of the weak view; without one, the same view serves as both.
+
+No method reads the target batch's labels, if it has any.
 
 The coefficient is a pure function of trainer progress (``global_step /
 estimated_stepping_batches`` or ``current_epoch / max_epochs``): validation and sanity
 checks do not move it, a resumed run continues it exactly, and it is logged every step as
-``train/coefficient``. With ``lr_annealing=True`` the learning rate follows the paper's
-``mu_0 / (1 + 10 p) ** 0.75`` through a step-wise ``LambdaLR`` whose state is checkpointed.
+``train/coefficient``. Method state lives in buffers (CDAN's random matrices, the
+self-training class statistics), so checkpoints carry it. With ``lr_annealing=True`` the
+learning rate follows the paper's ``mu_0 / (1 + 10 p) ** 0.75`` through a step-wise
+``LambdaLR`` whose state is checkpointed.
 
 ``backbone="lenet"`` builds :class:`~lt_transfer.backbones.LeNetBackbone`, the LeNet-size digit
 network of the DANN paper's MNIST experiments.
@@ -44,33 +60,33 @@ from lt_transfer.losses.adversarial import (
     domain_discriminator,
     training_progress,
 )
+from lt_transfer.losses.cdan import CDANLoss, cdan_input_width, cdan_randomized_dim
 from lt_transfer.losses.coral import coral_loss
+from lt_transfer.losses.mcc import mcc_loss
 from lt_transfer.losses.mmd import MMDEstimator, mmd_loss
-from lt_transfer.modules._base import ClassificationModule, Stage
+from lt_transfer.losses.self_training import SelfTrainingLoss, confident_pseudo_labels
+from lt_transfer.modules._adaptation_arguments import (
+    ADAPTATION_METHODS,
+    METHOD_DEFAULTS,
+    AdaptationMethod,
+    CDANMap,
+    check_method_arguments,
+    resolve_method_arguments,
+)
+from lt_transfer.modules._base import ClassificationModule, NanPolicy, Stage
 from lt_transfer.optim import no_decay_parameter_ids, param_groups_for, resolve_backbone_lr_scale
 
-__all__ = ["AdaptationMethod", "DomainAdaptationModule", "METHOD_DEFAULTS"]
+__all__ = ["ADAPTATION_METHODS", "AdaptationMethod", "CDANMap", "DomainAdaptationModule", "METHOD_DEFAULTS"]
 
-AdaptationMethod = Literal["dann", "mmd", "coral", "source_only"]
-
-#: Values of the method-specific arguments when they are ``None`` (and the method uses them).
-METHOD_DEFAULTS: dict[str, Any] = {
-    "trade_off": 1.0,
-    "trade_off_on": "loss",
-    "discriminator_hidden": 256,
-    "discriminator_depth": 2,
-    "mmd_kernel_multipliers": (0.25, 0.5, 1.0, 2.0, 4.0),
-    "mmd_estimator": "unbiased",
-}
-#: The methods that use each method-specific argument.
-_USED_BY: dict[str, tuple[str, ...]] = {
-    "trade_off": ("dann", "mmd", "coral"),
-    "trade_off_on": ("dann",),
-    "discriminator_hidden": ("dann",),
-    "discriminator_depth": ("dann",),
-    "mmd_kernel_multipliers": ("mmd",),
-    "mmd_estimator": ("mmd",),
-}
+_ADVERSARIAL = ("dann", "cdan")
+_TRAIN_LOG_KEYS = (
+    "source_loss",
+    "source_acc",
+    "transfer_loss",
+    "domain_acc",
+    "mcc_loss",
+    "pseudo_label_rate",
+)
 
 
 class _DannAnnealing:
@@ -84,18 +100,18 @@ class _DannAnnealing:
 
 
 class DomainAdaptationModule(ClassificationModule):
-    """Backbone + label head + alignment (DANN / MMD / CORAL / source-only).
+    """Backbone + label head + a domain-adaptation method (see the module docstring).
 
     Training batches are ``{"source": <labelled batch>, "target": <batch>}`` (as
     :class:`~lt_transfer.data.DomainAdaptationDataModule` yields) or ``(source, target)``
     pairs, each read by :func:`lt_transfer.batches.split_batch`: ``(x, y)`` tuples, dicts
     (``{"image": x, "label": y}``) or tokenizer dicts; target labels, if present, are
-    ignored. Text works as it is: the joint forward pads the two tokenizer batches to a
+    never read. Text works as it is: the joint forward pads the two tokenizer batches to a
     common length (:func:`lt_transfer.batches.concat_inputs`). Validation/test loaders are
     labelled and named by ``eval_names`` (``val/target/acc`` is the target accuracy; an
     unnamed loader ``i`` logs ``val/<i>/acc``).
 
-    Arguments that only one method uses default to ``None`` and are an error with another
+    Arguments that only some methods use default to ``None`` and are an error with another
     method; ``None`` means the value in :data:`METHOD_DEFAULTS`.
 
     Args:
@@ -103,24 +119,25 @@ class DomainAdaptationModule(ClassificationModule):
             ``"hf/<model>"`` spec, or a :class:`~lt_transfer.Backbone`.
         num_classes: number of classes.
         weights: weights of a torchvision spec backbone (see ``build_backbone``).
-        method: ``"dann"``, ``"mmd"``, ``"coral"`` or ``"source_only"``.
-        trade_off: weight of the alignment loss (not for ``"source_only"``; ``None``: 1.0).
+        method: ``"dann"``, ``"cdan"``, ``"mmd"``, ``"coral"``, ``"mcc"``, ``"self_training"``
+            or ``"source_only"``.
+        trade_off: weight of the method's target term (not for ``"source_only"``; ``None``: 1.0).
         schedule: coefficient schedule ``"dann"`` (``2 / (1 + exp(-gamma p)) - 1``),
-            ``"constant"`` (1) or ``"linear"`` (warm-up). For DANN it is the gradient-reversal
-            coefficient (the discriminator always learns at full strength); for MMD and
-            CORAL it multiplies ``trade_off``.
+            ``"constant"`` (1) or ``"linear"`` (warm-up). For DANN and CDAN it is the
+            gradient-reversal coefficient (the discriminator always learns at full strength);
+            for the other methods (and ``mcc_weight``) it multiplies the term's weight.
         schedule_unit: progress per optimizer ``"step"`` or per ``"epoch"``.
         gamma: steepness of the ``"dann"`` schedule.
         warmup: warm-up fraction of the ``"linear"`` schedule.
-        discriminator_hidden: hidden width of the DANN discriminator (``None``: 256).
-        discriminator_depth: hidden layers of the DANN discriminator (``None``: 2).
+        discriminator_hidden: hidden width of the DANN/CDAN discriminator (``None``: 256).
+        discriminator_depth: hidden layers of the DANN/CDAN discriminator (``None``: 2).
         mmd_kernel_multipliers: Gaussian bandwidth multipliers of the multi-kernel MMD
             (``None``: ``(0.25, 0.5, 1.0, 2.0, 4.0)``).
         mmd_estimator: ``"unbiased"`` (``None``), ``"biased"`` or ``"linear"`` (the linear
             estimator pairs rows: batches are truncated to the smaller of the two sizes).
         joint_forward: forward source and target as one batch, so BatchNorm normalises with
             statistics of both domains; ``False`` forwards them separately (each domain
-            with its own batch statistics in training).
+            with its own batch statistics in training: per-domain BatchNorm).
         backbone_lr_scale: learning-rate multiplier of the backbone; head and discriminator
             use the full rate. ``None``: 0.1 for a pretrained backbone (``weights`` given, a
             Hugging Face model), else 1.0; the value in use is :attr:`backbone_lr_scale`.
@@ -131,12 +148,34 @@ class DomainAdaptationModule(ClassificationModule):
         head_hidden: hidden widths of the label predictor (``Linear → ReLU`` each, then the
             class layer); ``()`` is one linear layer. The DANN paper's MNIST label predictor
             is ``(100, 100)`` on the flattened conv features.
-        trade_off_on: DANN only (``None``: ``"loss"``). ``"loss"``: ``trade_off`` weights the
-            whole domain loss, so it also slows the discriminator's own learning;
+        trade_off_on: DANN and CDAN (``None``: ``"loss"``). ``"loss"``: ``trade_off`` weights
+            the whole domain loss, so it also slows the discriminator's own learning;
             ``"reversal"``: ``trade_off`` only scales the reversed gradient (GRL coefficient
             ``trade_off * schedule``) and the discriminator always learns at full strength,
             as in the paper's GRL formulation where ``lambda`` sits in the reversal layer.
             Identical at ``trade_off=1``.
+        entropy_conditioning: CDAN only (``None``: ``True``, CDAN+E): weight examples by
+            ``1 + exp(-H(p))`` in the discriminator loss.
+        cdan_map: CDAN only (``None``: ``"auto"``): the conditioning map; ``"auto"`` is the
+            paper's rule (the full ``num_features × num_classes`` multilinear map up to 4096
+            wide, else the randomised map), ``"multilinear"`` or ``"randomized"``.
+        randomized_dim: CDAN only (``None``: 1024): width of the randomised map.
+        mcc_weight: weight of a minimum-class-confusion term added to ``"dann"``, ``"cdan"``,
+            ``"mmd"``, ``"coral"`` or ``"self_training"`` (times the schedule's coefficient);
+            ``None``: no such term.
+        mcc_temperature: MCC's rescaling temperature, with ``method="mcc"`` or an
+            ``mcc_weight`` (``None``: 2.5).
+        pseudo_label_threshold: self-training only (``None``: 0.95): the confidence in
+            ``(0, 1)`` a target prediction needs to become a pseudo-label.
+        class_balanced_thresholds: self-training only (``None``: ``False``): lower the
+            threshold of classes that get few confident predictions (FlexMatch-style,
+            :class:`~lt_transfer.losses.SelfTrainingLoss`); the class statistics are buffers.
+        nan_policy: on a non-finite training loss, ``"raise"`` an error naming the batch and
+            the NaN/Inf input (source or target), ``"skip_batch"`` (no optimizer step for it)
+            or ``"warn"`` (train on it anyway).
+        lr: base learning rate (head and discriminator; the backbone gets it times
+            :attr:`backbone_lr_scale`) in place of the optimizer's own; ``None``: the
+            optimizer's. ``Tuner.lr_find`` sets it.
 
     Raises:
         ValueError: on invalid arguments (named in the message); at fit start, on an
@@ -151,6 +190,9 @@ class DomainAdaptationModule(ClassificationModule):
         (['domain_acc', 'loss', 'source_acc', 'source_loss', 'transfer_loss'], torch.Size([2, 10]))
         >>> model.hparams.discriminator_hidden, model.backbone_lr_scale
         (None, 1.0)
+        >>> cdan = DomainAdaptationModule("lenet", method="cdan", mcc_weight=1.0)
+        >>> sorted(cdan.compute_losses(batch, coefficient=0.5))
+        ['loss', 'mcc_loss', 'source_acc', 'source_loss', 'transfer_loss']
     """
 
     def __init__(
@@ -175,17 +217,28 @@ class DomainAdaptationModule(ClassificationModule):
         eval_names: list[str] | None = None,
         head_hidden: tuple[int, ...] = (),
         trade_off_on: Literal["loss", "reversal"] | None = None,
+        entropy_conditioning: bool | None = None,
+        cdan_map: CDANMap | None = None,
+        randomized_dim: int | None = None,
+        mcc_weight: float | None = None,
+        mcc_temperature: float | None = None,
+        pseudo_label_threshold: float | None = None,
+        class_balanced_thresholds: bool | None = None,
+        nan_policy: NanPolicy = "raise",
+        lr: float | None = None,
     ) -> None:
         name = type(self).__name__
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"{name}(num_classes={num_classes!r}) must be an int >= 2.")
-        super().__init__(num_classes=num_classes, optimizer=optimizer, eval_names=eval_names)
+        super().__init__(
+            num_classes=num_classes, optimizer=optimizer, eval_names=eval_names, nan_policy=nan_policy, lr=lr
+        )
         # The optimizer factory is not a plain value: keeping it out of hparams keeps checkpoints
         # loadable with torch.load(weights_only=True) (the CLI saves the full config anyway).
         ignore = ["optimizer", "backbone"] if isinstance(backbone, nn.Module) else ["optimizer"]
         self.save_hyperparameters(ignore=ignore)
-        if method not in ("dann", "mmd", "coral", "source_only"):
-            raise ValueError(f"{name}(method={method!r}) must be 'dann', 'mmd', 'coral' or 'source_only'.")
+        if method not in ADAPTATION_METHODS:
+            raise ValueError(f"{name}(method={method!r}) must be one of {list(ADAPTATION_METHODS)}.")
         given = {
             "trade_off": trade_off,
             "trade_off_on": trade_off_on,
@@ -193,9 +246,16 @@ class DomainAdaptationModule(ClassificationModule):
             "discriminator_depth": discriminator_depth,
             "mmd_kernel_multipliers": mmd_kernel_multipliers,
             "mmd_estimator": mmd_estimator,
+            "entropy_conditioning": entropy_conditioning,
+            "cdan_map": cdan_map,
+            "randomized_dim": randomized_dim,
+            "mcc_weight": mcc_weight,
+            "mcc_temperature": mcc_temperature,
+            "pseudo_label_threshold": pseudo_label_threshold,
+            "class_balanced_thresholds": class_balanced_thresholds,
         }
-        _check_method_arguments(name, method, given)
-        settings = {key: METHOD_DEFAULTS[key] if value is None else value for key, value in given.items()}
+        check_method_arguments(name, method, given)
+        settings = resolve_method_arguments(given)
         if isinstance(head_hidden, (str, bytes)) or any(
             isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in head_hidden
         ):
@@ -209,6 +269,8 @@ class DomainAdaptationModule(ClassificationModule):
         self._trade_off_on: str = settings["trade_off_on"]
         self._mmd_kernel_multipliers = tuple(float(m) for m in settings["mmd_kernel_multipliers"])
         self._mmd_estimator: MMDEstimator = settings["mmd_estimator"]
+        self._mcc_weight = None if mcc_weight is None else float(mcc_weight)
+        self._mcc_temperature = float(settings["mcc_temperature"])
 
         self.backbone = _build_backbone(name, backbone, weights)
         self._backbone_lr_scale = resolve_backbone_lr_scale(backbone_lr_scale, self.backbone.pretrained, name)
@@ -221,12 +283,39 @@ class DomainAdaptationModule(ClassificationModule):
         self.head = (
             nn.Sequential(*layers, nn.Linear(width, num_classes)) if layers else nn.Linear(width, num_classes)
         )
-        self.domain_loss: DomainAdversarialLoss | None = None
-        if method == "dann":
-            disc = domain_discriminator(
-                self.backbone.num_features, settings["discriminator_hidden"], settings["discriminator_depth"]
+        self.domain_loss = self._build_domain_loss(method, num_classes, settings)
+        self.self_training_loss: SelfTrainingLoss | None = None
+        if method == "self_training":
+            balanced = bool(settings["class_balanced_thresholds"])
+            self.self_training_loss = SelfTrainingLoss(
+                settings["pseudo_label_threshold"],
+                class_balanced=balanced,
+                num_classes=num_classes if balanced else None,
+                validate_args=False,
             )
-            self.domain_loss = DomainAdversarialLoss(disc, validate_args=False)
+
+    def _build_domain_loss(
+        self, method: str, num_classes: int, settings: dict[str, Any]
+    ) -> DomainAdversarialLoss | CDANLoss | None:
+        """DANN's discriminator loss, CDAN's conditional one (with its random matrices), or ``None``."""
+        if method not in _ADVERSARIAL:
+            return None
+        features = self.backbone.num_features
+        hidden, depth = settings["discriminator_hidden"], settings["discriminator_depth"]
+        if method == "dann":
+            return DomainAdversarialLoss(domain_discriminator(features, hidden, depth), validate_args=False)
+        cdan_map = settings["cdan_map"]
+        if cdan_map == "auto":  # the paper's rule: the full map up to 4096 wide
+            cdan_map = "multilinear" if cdan_randomized_dim(features, num_classes) is None else "randomized"
+        randomized = settings["randomized_dim"] if cdan_map == "randomized" else None
+        return CDANLoss(
+            domain_discriminator(cdan_input_width(features, num_classes, randomized), hidden, depth),
+            features,
+            num_classes,
+            randomized_dim=randomized,
+            entropy_conditioning=bool(settings["entropy_conditioning"]),
+            validate_args=False,
+        )
 
     # ------------------------------------------------------------------ model
     @property
@@ -236,7 +325,8 @@ class DomainAdaptationModule(ClassificationModule):
 
     def forward(self, x: Input) -> torch.Tensor:
         """Class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
-        return self.head(self.backbone(x))
+        with self.explained_channel_errors(x):
+            return self.head(self.backbone(x))
 
     def coefficient(self) -> float:
         """The schedule's value at the trainer's current progress (no hidden state)."""
@@ -250,26 +340,46 @@ class DomainAdaptationModule(ClassificationModule):
         """All training losses and diagnostics of one batch at the given coefficient.
 
         Returns ``loss`` (the total to minimise), ``source_loss``, ``source_acc`` and, for
-        the alignment methods, ``transfer_loss`` (plus ``domain_acc`` for DANN).
+        the methods with a target term, ``transfer_loss`` (plus ``domain_acc`` for DANN,
+        ``pseudo_label_rate`` for self-training and ``mcc_loss`` with an ``mcc_weight``).
         """
         source, target = split_domain_batch(batch, type(self).__name__)
         return self._losses(source, target, coefficient)
 
-    def _features(self, source: Batch, target: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _features(
+        self, source: Batch, target: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Source features, target features and (self-training with two views) strong-view features."""
         hp = self.hparams
         if hp.method == "source_only":
-            return self.backbone(source.x), None
+            with self.explained_channel_errors(source.x):
+                return self.backbone(source.x), None, None
+        strong = target.strong if hp.method == "self_training" else None
         xs, xt = source.x, target.x
-        if isinstance(xs, torch.Tensor) and isinstance(xt, torch.Tensor) and xs.shape[1:] != xt.shape[1:]:
-            raise ValueError(
-                f"{type(self).__name__}: source inputs {tuple(xs.shape[1:])} and target inputs "
-                f"{tuple(xt.shape[1:])} differ in shape; both domains share one network."
-            )
-        if not hp.joint_forward:
-            return self.backbone(xs), self.backbone(xt)
-        features = self.backbone(concat_inputs(xs, xt))
-        n = batch_size(xs)
-        return slice_input(features, 0, n), slice_input(features, n, len(features))
+        for other, what in ((xt, "target inputs"), (strong, "strong target views")):
+            if (
+                isinstance(xs, torch.Tensor)
+                and isinstance(other, torch.Tensor)
+                and xs.shape[1:] != other.shape[1:]
+            ):
+                raise ValueError(
+                    f"{type(self).__name__}: source inputs {tuple(xs.shape[1:])} and {what} "
+                    f"{tuple(other.shape[1:])} differ in shape; both domains share one network."
+                )
+        target_input = xt if strong is None else concat_inputs(xt, strong)
+        if hp.joint_forward:
+            joint = concat_inputs(xs, target_input)
+            with self.explained_channel_errors(joint):
+                features = self.backbone(joint)
+            n = batch_size(xs)
+            fs, ft = slice_input(features, 0, n), slice_input(features, n, len(features))
+        else:
+            with self.explained_channel_errors(xs):
+                fs, ft = self.backbone(xs), self.backbone(target_input)
+        if strong is None:
+            return fs, ft, None
+        n = batch_size(xt)
+        return fs, ft[:n], ft[n:]
 
     def _losses(self, source: Batch, target: Batch, coefficient: float) -> dict[str, torch.Tensor]:
         if source.y is None:
@@ -278,7 +388,7 @@ class DomainAdaptationModule(ClassificationModule):
                 "under 'y', 'label' or 'labels'."
             )
         ys = source.y
-        fs, ft = self._features(source, target)
+        fs, ft, ft_strong = self._features(source, target)
         logits = self.head(fs)
         source_loss = F.cross_entropy(logits.float(), ys)
         out = {
@@ -289,34 +399,88 @@ class DomainAdaptationModule(ClassificationModule):
             out["loss"] = source_loss
             return out
         method = self.hparams.method
-        if method == "dann":
-            assert self.domain_loss is not None
-            reversal_only = self._trade_off_on == "reversal"
-            ls, lt = self.domain_loss.logits(
-                fs, ft, self._trade_off * coefficient if reversal_only else coefficient
-            )
-            transfer = domain_adversarial_loss(ls, lt)
-            out["domain_acc"] = domain_accuracy(ls, lt)
-            out["loss"] = source_loss + (transfer if reversal_only else self._trade_off * transfer)
+        needs_logits = method not in ("dann", "mmd", "coral") or self._mcc_weight is not None
+        target_logits = self.head(ft) if needs_logits else None
+        if method in _ADVERSARIAL:
+            transfer, weighted = self._adversarial_loss(fs, ft, logits, target_logits, coefficient, out)
         else:
             if method == "mmd":
                 if self._mmd_estimator == "linear":
                     n = min(len(fs), len(ft))
                     fs, ft = fs[:n], ft[:n]
                 transfer = mmd_loss(fs, ft, self._mmd_kernel_multipliers, self._mmd_estimator)
-            else:
+            elif method == "coral":
                 transfer = coral_loss(fs, ft)
-            out["loss"] = source_loss + self._trade_off * coefficient * transfer
+            elif method == "mcc":
+                assert target_logits is not None
+                transfer = mcc_loss(target_logits, self._mcc_temperature, validate_args=False)
+            else:
+                assert target_logits is not None
+                strong_logits = target_logits if ft_strong is None else self.head(ft_strong)
+                transfer = self._self_training_loss(target_logits, strong_logits, out)
+            weighted = self._trade_off * coefficient * transfer
+        loss = source_loss + weighted
+        if self._mcc_weight is not None:
+            assert target_logits is not None
+            out["mcc_loss"] = mcc_loss(target_logits, self._mcc_temperature, validate_args=False)
+            loss = loss + self._mcc_weight * coefficient * out["mcc_loss"]
         out["transfer_loss"] = transfer
+        out["loss"] = loss
         return out
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def batch_labels(self, batch: Any, stage: Stage) -> torch.Tensor | None:
+        """The source labels of a training batch; the labels of an evaluation batch."""
+        if stage == "train":
+            return split_domain_batch(batch, type(self).__name__)[0].y
+        return super().batch_labels(batch, stage)
+
+    def _adversarial_loss(
+        self,
+        fs: torch.Tensor,
+        ft: torch.Tensor,
+        source_logits: torch.Tensor,
+        target_logits: torch.Tensor | None,
+        coefficient: float,
+        out: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DANN's or CDAN's domain loss and its contribution to the total (see ``trade_off_on``)."""
+        reversal_only = self._trade_off_on == "reversal"
+        reversal = self._trade_off * coefficient if reversal_only else coefficient
+        if isinstance(self.domain_loss, CDANLoss):
+            assert target_logits is not None
+            transfer = self.domain_loss(fs, ft, source_logits, target_logits, reversal)
+        else:
+            assert self.domain_loss is not None
+            ls, lt = self.domain_loss.logits(fs, ft, reversal)
+            transfer = domain_adversarial_loss(ls, lt)
+            out["domain_acc"] = domain_accuracy(ls, lt)
+        return transfer, transfer if reversal_only else self._trade_off * transfer
+
+    def _self_training_loss(
+        self, weak_logits: torch.Tensor, strong_logits: torch.Tensor, out: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The pseudo-label loss; logs the share of confident target predictions."""
+        loss_fn = self.self_training_loss
+        assert loss_fn is not None
+        # the thresholds this batch is judged by (the class statistics update after the loss)
+        _, confident = confident_pseudo_labels(
+            weak_logits, loss_fn.threshold, loss_fn.class_thresholds(), validate_args=False
+        )
+        out["pseudo_label_rate"] = confident.float().mean()
+        return loss_fn(weak_logits.detach(), strong_logits)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         source, target = split_domain_batch(batch, type(self).__name__)
+        if source.y is not None:
+            self.check_batch_labels("train", source.y, self.hparams.num_classes, batch_idx)
         coefficient = self.coefficient() if self.hparams.method != "source_only" else 0.0
         out = self._losses(source, target, coefficient)
+        parts = {"source input": source.x, "source labels": source.y, "target input": target.x}
+        if self.checked_loss(out["loss"], batch_idx, parts) is None:
+            return self.skipped_step_output()
         bs = batch_size(source.x)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=bs)
-        for key in ("source_loss", "source_acc", "transfer_loss", "domain_acc"):
+        for key in _TRAIN_LOG_KEYS:
             if key in out:
                 self.log(f"train/{key}", out[key], batch_size=bs)
         if self.hparams.method != "source_only":
@@ -325,34 +489,12 @@ class DomainAdaptationModule(ClassificationModule):
 
     # ------------------------------------------------------------ safeguards
     def on_train_start(self) -> None:
-        """Fail fast on an empty training loader or an unbounded progress-based schedule."""
-        self._check_train_loaders()
+        """Fail fast on an empty (source or target) training loader, an empty validation loader
+        (Lightning's CombinedLoader would run with nothing useful, #21893) or an unbounded
+        progress-based schedule."""
+        super().on_train_start()
         if self.hparams.method != "source_only" and self.hparams.schedule != "constant":
             training_progress(self.trainer, self.hparams.schedule_unit)  # raises when unbounded
-
-    def on_fit_end(self) -> None:
-        """Raise when ``fit`` ran zero steps because a training loader was empty (#21893)."""
-        if self.trainer.global_step == 0 and self.trainer.num_training_batches == 0:
-            raise ValueError(
-                "DomainAdaptationModule: fit finished without a single training step because the "
-                "combined training loader yields no batches; check that the source and target "
-                "training sets are non-empty."
-            )
-
-    def _check_train_loaders(self) -> None:
-        loaders = self.trainer.train_dataloader
-        items = loaders.items() if isinstance(loaders, dict) else []
-        for key, loader in items:
-            try:
-                length = len(loader)
-            except TypeError:
-                continue
-            if length == 0:
-                raise ValueError(
-                    f"DomainAdaptationModule: the {key!r} training loader yields no batches; with "
-                    "Lightning's CombinedLoader the run would do nothing useful (#21893). Provide "
-                    f"non-empty {key} training data."
-                )
 
     # -------------------------------------------------------------- evaluation
     def eval_prefix(self, stage: Stage, dataloader_idx: int) -> str:
@@ -394,44 +536,6 @@ class DomainAdaptationModule(ClassificationModule):
             )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _DannAnnealing(total))
         return {"scheduler": scheduler, "interval": "step"}
-
-
-_UNUSED_GROUPS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("discriminator_hidden", "discriminator_depth"), "DANN only"),
-    (("trade_off_on",), "DANN only"),
-    (("mmd_kernel_multipliers", "mmd_estimator"), "MMD only"),
-    (("trade_off",), "no alignment term in source_only"),
-)
-
-
-def _check_method_arguments(name: str, method: str, given: dict[str, Any]) -> None:
-    """Raise for a method-specific argument given to another method, or an invalid value."""
-    unused = []
-    for keys, why in _UNUSED_GROUPS:
-        passed = [
-            f"{key}={given[key]!r}" for key in keys if given[key] is not None and method not in _USED_BY[key]
-        ]
-        if passed:
-            unused.append(f"{'/'.join(keys)} ({why}; got {', '.join(passed)})")
-    if unused:
-        raise ValueError(
-            f"{name}(method={method!r}) does not use {', '.join(unused)}; remove them (leave them None) "
-            "or choose the method that uses them."
-        )
-    trade_off = given["trade_off"]
-    if trade_off is not None and not (
-        isinstance(trade_off, (int, float)) and math.isfinite(trade_off) and trade_off >= 0
-    ):
-        raise ValueError(f"{name}(trade_off={trade_off!r}) must be a finite number >= 0.")
-    if given["trade_off_on"] not in (None, "loss", "reversal"):
-        raise ValueError(f"{name}(trade_off_on={given['trade_off_on']!r}) must be 'loss' or 'reversal'.")
-    if given["mmd_estimator"] not in (None, "unbiased", "biased", "linear"):
-        raise ValueError(
-            f"{name}(mmd_estimator={given['mmd_estimator']!r}) must be 'unbiased', 'biased' or 'linear'."
-        )
-    multipliers = given["mmd_kernel_multipliers"]
-    if multipliers is not None and (not multipliers or any(not m > 0 for m in multipliers)):
-        raise ValueError(f"{name}(mmd_kernel_multipliers={multipliers!r}) must be non-empty and all > 0.")
 
 
 def _build_backbone(name: str, backbone: str | Backbone, weights: str | None) -> Backbone:

@@ -9,6 +9,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lt_transfer.backbones import Backbone, build_backbone
+from lt_transfer.modules._base import NanPolicy
 from lt_transfer.modules.classifier import FrozenMode, TransferClassifier
 from lt_transfer.resources import MINILM_L6_V2
 
@@ -73,6 +74,10 @@ class TextClassifier(TransferClassifier):
         scheduler_interval: step the scheduler each ``"epoch"`` or ``"step"``.
         scheduler_monitor: metric for schedulers that need one.
         eval_names: names of several validation/test loaders (default: the datamodule's).
+        nan_policy: ``"raise"``, ``"skip_batch"`` or ``"warn"`` on a non-finite training loss
+            (see :class:`~lt_transfer.TransferClassifier`).
+        lr: base learning rate in place of the optimizer's own (``None``: the optimizer's);
+            ``Tuner.lr_find`` sets it.
 
     Raises:
         ValueError: inconsistent arguments (named in the message), e.g. ``frozen_layers``
@@ -111,6 +116,8 @@ class TextClassifier(TransferClassifier):
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         scheduler_monitor: str = "val/loss",
         eval_names: list[str] | None = None,
+        nan_policy: NanPolicy = "raise",
+        lr: float | None = None,
     ) -> None:
         if finetune not in ("frozen", "partial", "full", "lora"):
             raise ValueError(
@@ -174,6 +181,7 @@ class TextClassifier(TransferClassifier):
             frozen_mode=frozen_mode,
             optimizer=optimizer, scheduler=scheduler, eval_names=eval_names,
             scheduler_interval=scheduler_interval, scheduler_monitor=scheduler_monitor,
+            nan_policy=nan_policy, lr=lr,
         )
         # Record this class's own arguments (the parent recorded the built module, ignored), with
         # the parent's rule for what stays out of hparams.

@@ -83,11 +83,11 @@ def test_checkpoint_teacher_errors(tmp_path: Path) -> None:
         load_teacher(str(tmp_path / "missing.ckpt"))
     with pytest.raises(ValueError, match="teacher_weights=...\\) does not apply to a checkpoint"):
         load_teacher(str(plain), weights="DEFAULT")
-    with pytest.raises(ValueError, match="does not record its class"):
+    with pytest.raises(ValueError, match="does not record its LightningModule class.*teacher_class="):
         load_teacher(str(plain))
-    with pytest.raises(ValueError, match="must be a dotted import path"):
+    with pytest.raises(ValueError, match="cannot be imported"):
         load_teacher(str(plain), teacher_class="CheckpointTeacher")
     with pytest.raises(ValueError, match="cannot be imported"):
         load_teacher(str(plain), teacher_class="no_such_module_xyz.Teacher")
-    with pytest.raises(ValueError, match="is not a LightningModule subclass"):
+    with pytest.raises(ValueError, match="is not a LightningModule class"):
         load_teacher(str(plain), teacher_class="torch.nn.Linear")

@@ -599,3 +599,62 @@ def test_frozen_mode_must_be_eval_or_train() -> None:
         ProgressiveUnfreezing(1, frozen_mode="frozen")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="layer_decay=0"):
         ProgressiveUnfreezing(1, layer_decay=0)
+
+
+# ---------------------------------------------------------------- knobs agree
+@pytest.mark.parametrize(
+    ("limits", "cut"),
+    [
+        ({"max_epochs": 3}, r"stops after epoch 2 \(max_epochs=3\).*epoch 3: \['1', '0'\]"),
+        ({"max_epochs": 10, "max_steps": 10}, r"stops after epoch 2 \(max_steps=10 at 4 optimizer steps per "
+         r"epoch\)"),
+        ({"max_epochs": 10, "max_steps": 3, "accumulate_grad_batches": 2}, r"stops after epoch 1 .*"
+         r"at 2 optimizer steps per epoch.*epoch 3: \['1', '0'\]"),
+        ({"max_epochs": 1}, r"stops after epoch 0 .*epoch 1: \['5', '3'\]; epoch 3: \['1', '0'\]\), so the "
+         r"layer groups \['5', '3', '1', '0'\] stay frozen"),
+    ],
+)  # fmt: skip
+def test_a_plan_cut_short_by_max_epochs_or_max_steps_warns_at_fit_start(
+    tmp_path: Path, limits: dict, cut: str
+) -> None:
+    callback = ProgressiveUnfreezing([1, 3], groups_per_step=2, backbone="feature_extractor")
+    limits = dict(limits)
+    trainer = _trainer(tmp_path, [callback], max_epochs=limits.pop("max_epochs"), **limits)
+    with pytest.warns(UserWarning, match=f"ProgressiveUnfreezing: training {cut}"):
+        trainer.fit(PlugInModule(scheduler=None), _loader())
+
+
+def test_a_plan_that_fits_does_not_warn(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    callback = ProgressiveUnfreezing([1, 3], groups_per_step=2, backbone="feature_extractor")
+    _trainer(tmp_path, [callback], max_epochs=4).fit(PlugInModule(scheduler=None), _loader())
+    smoke = ProgressiveUnfreezing([1, 3], groups_per_step=2, backbone="feature_extractor")
+    _trainer(tmp_path, [smoke], fast_dev_run=True).fit(PlugInModule(scheduler=None), _loader())
+    assert not [w for w in recwarn if "training stops after epoch" in str(w.message)]
+    assert callback.applied_steps == 2
+
+
+def _lr_columns(log_dir: str) -> dict[str, list[str]]:
+    import csv
+
+    with open(Path(log_dir) / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    return {key: [row[key] for row in rows if row[key]] for key in rows[0] if key.startswith("lr-")}
+
+
+@pytest.mark.parametrize("kind", ["plug_in", "transfer_classifier"])
+def test_lr_monitor_series_keep_their_names_across_an_unfreeze(tmp_path: Path, kind: str) -> None:
+    """An unnamed head group is ``pg1`` from the first step (not ``lr-Adam``, then ``lr-Adam/pg1``)."""
+    model = PlugInModule(scheduler=None) if kind == "plug_in" else _classifier()
+    backbone = "feature_extractor" if kind == "plug_in" else None
+    callback = ProgressiveUnfreezing(1, backbone=backbone)
+    logger = CSVLogger(tmp_path, name=kind)
+    trainer = _trainer(
+        tmp_path, [callback, LearningRateMonitor("step")], max_epochs=2, logger=logger, log_every_n_steps=1
+    )
+    trainer.fit(model, _loader())
+    columns = _lr_columns(trainer.logger.log_dir)
+    head = "lr-Adam/pg1" if kind == "plug_in" else "lr-SGD/head"
+    assert len(columns[head]) == 2 * STEPS_PER_EPOCH  # one series, from the first step to the last
+    assert "lr-Adam" not in columns and "lr-SGD" not in columns
+    unfrozen = [name for name in columns if name != head and not name.endswith("no_decay")]
+    assert unfrozen and all(len(columns[name]) == STEPS_PER_EPOCH for name in unfrozen)

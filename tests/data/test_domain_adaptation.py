@@ -125,3 +125,18 @@ def test_ddp_spawn_two_ranks_equal_step_counts(tmp_path: Path) -> None:
     trainer.fit(_model(method="dann"), _dm(40, 12))
     records = [json.loads(Path(tmp_path, f"rank{r}.json").read_text()) for r in range(2)]
     assert records[0] == records[1] == {"global_step": 5, "batches": 5}
+
+
+def test_source_free_yields_target_batches_only() -> None:
+    source = TensorDataset(torch.randn(12, 3, 8, 8), torch.randint(0, 3, (12,)))
+    target = TensorDataset(torch.randn(6, 3, 8, 8))
+    dm = DomainAdaptationDataModule.from_datasets(source, target, batch_size=4, source_free=True)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, DataLoader) and loader.dataset is target
+    batches = list(loader)
+    assert [len(b[0]) for b in batches] == [4, 2]
+    digits = DomainAdaptationDataModule("mnist", "sklearn_digits", source_samples=10, target_samples=8,
+                                        val_samples=4, target_val_samples=4, test_samples=4, source_free=True)
+    digits.setup("fit")
+    assert len(digits.train_dataloader().dataset) == 8 and len(digits.val_dataloader()) == 2

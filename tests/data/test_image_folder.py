@@ -95,8 +95,10 @@ def test_missing_split_carved_from_train(tmp_path: Path) -> None:
     data = dm(tmp_path, val_fraction=0.2)
     data.setup(None)
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (8, 2, 2)
-    with pytest.raises(ValueError, match="test_fraction=0.2 applies only when the data has no test split"):
-        _ = dm(tmp_path, test_fraction=0.2).class_names
+    with pytest.warns(UserWarning, match="own test split .* test_fraction=0.2 is not used"):
+        both = dm(tmp_path, val_fraction=0.2, test_fraction=0.2)
+        both.setup(None)
+    assert (len(both.train_set), len(both.val_set), len(both.test_set)) == (8, 2, 2)
 
 
 def test_csv_manifest_with_and_without_split_column(tmp_path: Path) -> None:

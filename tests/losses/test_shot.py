@@ -1,13 +1,14 @@
-"""SHOT's centroid pseudo-labels: a case worked out by hand and a loop-based reference."""
+"""SHOT's centroid pseudo-labels: a case worked out by hand, a loop-based reference, shards summed."""
 
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
 
-from lt_transfer.losses import shot_pseudo_labels
+from lt_transfer.losses import ShotCentroids, nearest_centroid_labels, shot_centroids, shot_pseudo_labels
 
 FEATURES = torch.tensor([[1.0, 0.0], [0.96, 0.28], [0.0, 1.0], [0.28, 0.96]])  # unit vectors
 PROBS = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.1, 0.9], [0.2, 0.8]])
@@ -79,3 +80,44 @@ def test_shot_pseudo_labels_bad_inputs_and_precision() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         labels = shot_pseudo_labels(features.bfloat16(), PROBS.log().bfloat16())
     assert labels.tolist() == [0, 0, 1, 1] and not labels.requires_grad
+
+
+def test_centroids_summed_over_shards_equal_the_whole_set() -> None:
+    """all_reduce sums the per-class statistics: two shards (two threads) get the whole set's centroids."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(11, 3, generator=gen)
+    logits = torch.randn(11, 4, generator=gen) * 2
+    shards = [(features[:6], logits[:6]), (features[6:], logits[6:])]
+    barrier = threading.Barrier(2)
+    slots: list[torch.Tensor | None] = [None, None]
+    results: list[ShotCentroids | None] = [None, None]
+
+    def run(rank: int) -> None:
+        def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+            slots[rank] = tensor
+            barrier.wait()
+            total = slots[0] + slots[1]
+            barrier.wait()  # both have read the slots before the next call overwrites them
+            return total
+
+        results[rank] = shot_centroids(*shards[rank], refinement_rounds=2, all_reduce=all_reduce)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    whole = shot_centroids(features, logits, refinement_rounds=2)
+    for result in results:
+        assert result is not None
+        torch.testing.assert_close(result.centroids, whole.centroids)
+        assert result.candidates.tolist() == whole.candidates.tolist()
+    labels = nearest_centroid_labels(features, *whole)
+    assert labels.tolist() == shot_pseudo_labels(features, logits, refinement_rounds=2).tolist()
+
+
+def test_nearest_centroid_labels_skips_classes_that_are_not_candidates() -> None:
+    centroids = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    features = torch.tensor([[0.9, 0.12], [1.0, 0.0]])
+    assert nearest_centroid_labels(features, centroids, torch.tensor([True, True])).tolist() == [1, 0]
+    assert nearest_centroid_labels(features, centroids, torch.tensor([True, False])).tolist() == [0, 0]

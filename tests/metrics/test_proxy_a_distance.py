@@ -44,3 +44,14 @@ def test_validation():
         linear_domain_error(torch.zeros(10, 3), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="max_samples=2"):
         ProxyADistance(max_samples=2)
+
+
+def test_compute_reads_gathered_tensor_states():
+    """After a DDP gather the ``cat`` states are single tensors, not lists (the bug: ``not tensor``)."""
+    s, t = _gauss(60, 4, 0.0, 0), _gauss(50, 4, 3.0, 1)
+    metric = ProxyADistance(max_samples=None)
+    metric.source_features, metric.target_features = s, t  # what torchmetrics' sync leaves behind
+    assert metric.compute() == proxy_a_distance(s, t)
+    empty = ProxyADistance(max_samples=None)
+    empty.source_features, empty.target_features = torch.zeros(0, 4), t  # a gathered state without rows
+    assert torch.isnan(empty.compute())

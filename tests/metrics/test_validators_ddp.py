@@ -1,4 +1,5 @@
-"""Every label-free validator gives the single-process value when its states are gathered over 2 ranks."""
+"""Every label-free validator (and the proxy A-distance) gives the single-process value when its states are
+gathered over 2 ranks."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from lt_transfer.metrics import (
     BatchNuclearNorm,
     ClassSilhouette,
     DeepEmbeddedValidation,
+    ProxyADistance,
     SoftNeighborhoodDensity,
     batch_nuclear_norm,
     class_silhouette,
     deep_embedded_validation,
+    proxy_a_distance,
     soft_neighborhood_density,
 )
 
@@ -42,6 +45,7 @@ def _metrics() -> dict[str, object]:
         "bnm": BatchNuclearNorm(num_classes=NUM_CLASSES),
         "dev": DeepEmbeddedValidation(),
         "silhouette": ClassSilhouette(),
+        "pad": ProxyADistance(max_samples=None),
     }
 
 
@@ -61,9 +65,11 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         metrics["bnm"].update(logits)
         metrics["silhouette"].update(features, logits)
         metrics["dev"].update(target_features=features)
+        metrics["pad"].update(target=features)
     source = zip(mine["source_features"].split(7), mine["source_losses"].split(7), strict=True)
     for features, losses in source:
         metrics["dev"].update(source_features=features, source_losses=losses)
+        metrics["pad"].update(source=features)
     values = {name: metric.compute().item() for name, metric in metrics.items()}
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(values))
     dist.destroy_process_group()
@@ -79,6 +85,7 @@ def test_two_ranks_equal_the_single_process_value(tmp_path: Path) -> None:
             data["source_features"], data["source_losses"], data["target_features"]
         ).item(),
         "silhouette": class_silhouette(data["target_features"], data["target_logits"]).item(),
+        "pad": proxy_a_distance(data["source_features"], data["target_features"]).item(),
     }
     for rank in (0, 1):
         values = json.loads((tmp_path / f"rank{rank}.json").read_text())

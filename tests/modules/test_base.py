@@ -206,3 +206,48 @@ def test_label_and_class_count_checks_in_every_module() -> None:
 
     with pytest.raises(ValueError, match="DomainAdaptationModule\\(num_classes=3\\) but the datamodule Data"):
         _trainer().validate(model, datamodule=Data(), verbose=False)
+
+
+# ----------------------------------------------------------------- lr / LR finder
+def test_lr_finder_suggestion_becomes_the_lr_every_group_is_built_from(tmp_path: Path) -> None:
+    from lightning.pytorch.tuner import Tuner
+
+    from tests.conftest import make_loader
+
+    torch.manual_seed(0)
+    model = TransferClassifier(make_tiny_backbone(), num_classes=3, backbone_lr_scale=0.5, layer_decay=0.5)
+    assert model.lr is None and model.hparams.lr is None  # None: the optimizer's own lr (AdamW: 1e-3)
+    assert model.configure_optimizers().param_groups[0]["lr"] == pytest.approx(1e-3)
+    trainer = _trainer(max_epochs=1, max_steps=-1, default_root_dir=tmp_path)
+    loader = make_loader(n=96, batch_size=4)
+    finder = Tuner(trainer).lr_find(model, train_dataloaders=loader, min_lr=1e-5, max_lr=1.0, num_training=24)
+    suggestion = finder.suggestion()
+    assert suggestion is not None and model.lr == suggestion and model.hparams.lr == suggestion
+    trainer.fit(model, loader)
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
+    assert lrs["head"] == pytest.approx(suggestion)
+    assert lrs["backbone.top"] == pytest.approx(suggestion * 0.5)  # the groups' lr_scale on top of it
+    assert lrs["backbone.stem.no_decay"] == pytest.approx(suggestion * 0.5 * 0.25)
+
+
+def test_lr_in_every_module_and_named_groups() -> None:
+    modules: list[ClassificationModule] = [
+        TransferClassifier(make_tiny_backbone(), num_classes=3, lr=0.02),
+        DomainAdaptationModule(make_tiny_backbone(), num_classes=3, method="coral", lr=0.02),
+        DistillationModule(nn.Sequential(nn.Flatten(), nn.Linear(192, 3)), _teacher(), lr=0.02),
+    ]
+    for model in modules:
+        groups = model.configure_optimizers().param_groups
+        assert groups[0]["lr"] == pytest.approx(0.02), type(model).__name__
+        assert all(g["lr"] == pytest.approx(0.02 * g.get("lr_scale", 1.0)) for g in groups)
+
+    class Unnamed(ClassificationModule):
+        def __init__(self) -> None:
+            super().__init__(num_classes=2, optimizer=torch.optim.SGD, lr=0.5)
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def param_groups(self) -> list[dict]:
+            return [{"params": list(self.a.parameters())}, {"params": list(self.b.parameters()), "lr": 0.1}]
+
+    groups = Unnamed().configure_optimizers().param_groups
+    assert [(g["name"], g["lr"]) for g in groups] == [("pg1", 0.5), ("pg2", 0.1)]  # a group's own lr stays

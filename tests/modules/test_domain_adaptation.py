@@ -208,7 +208,9 @@ def test_lenet_backbone_and_spec() -> None:
     assert [g["name"] for g in model.param_groups()][:2] == ["head", "head.no_decay"]
 
 
-@pytest.mark.parametrize("recipe", ["dann_mnist_to_mnistm.yaml", "dann_mnist_to_mnistm_paper.yaml"])
+@pytest.mark.parametrize(
+    "recipe", ["dann_mnist_to_mnistm.yaml", "dann_mnist_to_mnistm_paper.yaml", "cdan_mnist_to_mnistm.yaml"]
+)
 def test_cli_recipe_fast_dev_run(recipe: str) -> None:
     cli = Path(sys.executable).parent / "lt-transfer"
     command = [str(cli)] if cli.exists() else [sys.executable, "-m", "lt_transfer.cli"]

@@ -21,7 +21,12 @@ when, which loaders, files, logging, DDP).
 
 from lt_transfer.callbacks.domain_report.callback import DomainShiftReport, ReportResult
 from lt_transfer.callbacks.domain_report.embedding import EmbeddingMethod, embed_2d
-from lt_transfer.callbacks.domain_report.features import extract_features, resolve_feature_fn
+from lt_transfer.callbacks.domain_report.features import (
+    as_feature_vectors,
+    extract_features,
+    forward_with_features,
+    resolve_feature_fn,
+)
 from lt_transfer.callbacks.domain_report.plotting import figure_to_array, plot_domain_embedding
 from lt_transfer.callbacks.domain_report.report import domain_shift_report
 
@@ -29,10 +34,12 @@ __all__ = [
     "DomainShiftReport",
     "EmbeddingMethod",
     "ReportResult",
+    "as_feature_vectors",
     "domain_shift_report",
     "embed_2d",
     "extract_features",
     "figure_to_array",
+    "forward_with_features",
     "plot_domain_embedding",
     "resolve_feature_fn",
 ]
