@@ -328,7 +328,7 @@ def run_setting(target: str, labels: int, args: argparse.Namespace, log: list[Ru
         rows.append(wise_row("combination+wise", combo))
     if target == TEXT_TARGET and "delta" in args.methods:
         rows.append(
-            Row("delta", "a transformer has no (N, C, H, W) feature maps", math.nan, [math.nan], math.nan)
+            Row("delta", "a transformer has no convolutional feature maps", math.nan, [math.nan], math.nan)
         )
     return rows
 

@@ -54,11 +54,21 @@ from lt_transfer.losses.delta import delta_channel_attention, delta_loss
 __all__ = ["DELTA"]
 
 _NEEDS = (
-    "DELTA needs the (N, C, H, W) feature maps of a convolutional layer (channels in dim 1, then "
-    "two or more spatial dimensions), e.g. a stage of a CNN backbone such as layers=['model.features.14'] "
-    "for MobileNetV2 or ['model.layer3'] for a ResNet; pooled (N, D) vectors and transformer layers "
-    "(tuples, or (N, L, D) token states) do not qualify: use L2SP or BSS there"
+    "DELTA needs the feature maps of a convolutional layer, (N, C, H, W) or (N, C, L) with the "
+    "channels in dim 1, e.g. a stage of a CNN backbone such as layers=['model.features.14'] for "
+    "MobileNetV2 or ['model.layer3'] for a ResNet; pooled (N, D) vectors and transformer layers "
+    "(token states) do not qualify: use L2SP or BSS there"
 )
+#: Packages whose layers are transformer blocks: their (N, L, D) outputs are tokens, not channel maps.
+_TRANSFORMER_MODULES = (
+    "transformers.",
+    "torchvision.models.vision_transformer",
+    "timm.models.vision_transformer",
+)
+
+
+def _is_transformer_layer(module: nn.Module) -> bool:
+    return any(type(sub).__module__.startswith(_TRANSFORMER_MODULES) for sub in module.modules())
 
 
 def _default_layer(backbone: nn.Module) -> str:
@@ -195,13 +205,17 @@ class DELTA(ActivationPenalty):
         self._layers = self.layers if self.layers is not None else [_default_layer(backbone)]
         for name in self._layers:
             try:
-                backbone.get_submodule(name)
+                layer = backbone.get_submodule(name)
             except AttributeError as error:
                 known = [n for n, _ in backbone.named_modules() if n][:12]
                 raise ValueError(
                     f"DELTA(layers={self._layers!r}): the backbone {self.backbone!r} has no layer {name!r}; "
                     f"paths are relative to the backbone, e.g. {known}."
                 ) from error
+            if _is_transformer_layer(layer):
+                raise ValueError(
+                    f"DELTA(layers=[{name!r}, ...]): {type(layer).__name__} is a transformer; {_NEEDS}."
+                )
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -288,7 +302,7 @@ class DELTA(ActivationPenalty):
         return hook
 
     def _check_maps(self, name: str, output: Any) -> None:
-        if not isinstance(output, torch.Tensor) or output.ndim < 4:
+        if not isinstance(output, torch.Tensor) or output.ndim < 3:
             shape = (
                 f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
             )

@@ -85,7 +85,9 @@ def _vectors() -> DataLoader:
 def test_a_backbone_without_feature_maps_is_an_error_that_says_what_delta_needs(
     tmp_path: Path, attention: bool
 ) -> None:
-    with pytest.raises(ValueError, match=r"outputs a shape \(\d+, 4\); DELTA needs the \(N, C, H, W\)"):
+    with pytest.raises(
+        ValueError, match=r"outputs a shape \(\d+, 4\); DELTA needs the feature maps of a convolutional"
+    ):
         trainer(tmp_path, [DELTA(attention=attention)], max_steps=1).fit(_vector_model(), _vectors())
 
 
@@ -107,3 +109,16 @@ def test_bad_arguments_unknown_layers_and_unlabelled_batches(tmp_path: Path) -> 
     trainer(tmp_path, [DELTA(layers=["4"], backbone="encoder", attention=False)], max_steps=1).fit(
         Unsupervised(), unlabelled
     )
+
+
+def test_one_dimensional_conv_maps_are_feature_maps(tmp_path: Path) -> None:
+    trunk = nn.Sequential(
+        nn.Conv1d(2, 5, 3), nn.BatchNorm1d(5), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten()
+    )
+    model = TransferClassifier(Backbone(trunk, 5, pretrained=True), num_classes=3)
+    series = DataLoader(TensorDataset(torch.randn(12, 2, 16), torch.arange(12) % 3), batch_size=6)
+    delta = DELTA(alpha=0.5, layers=["model.2"])
+    seen = FirstPenalty()
+    trainer(tmp_path, [delta, seen], max_steps=4).fit(model, series)
+    assert delta.channel_weights["model.2"].shape == (5,)
+    assert seen.values[0] == 0.0 and seen.values[-1] > 0.0

@@ -198,7 +198,9 @@ def test_text_classifier_takes_l2sp_and_bss_and_delta_says_what_it_needs(tmp_pat
     l2sp = L2SP()
     fit([l2sp, BSS(k=1)])
     assert any(name.startswith("backbone.") for name in l2sp.snapshot)
-    with pytest.raises(ValueError, match=r"DELTA needs the \(N, C, H, W\) feature maps"):
+    with pytest.raises(
+        ValueError, match=r"is a transformer; DELTA needs the feature maps of a convolutional layer"
+    ):
         fit([DELTA(attention=False)])
 
 
