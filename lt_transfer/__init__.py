@@ -5,7 +5,16 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
+from lt_transfer.backbones import (
+    Backbone,
+    FCNBackbone,
+    InceptionTimeBackbone,
+    LayerGroup,
+    LeNetBackbone,
+    Preprocessing,
+    ResNet1DBackbone,
+    build_backbone,
+)
 from lt_transfer.callbacks.bss import BSS
 from lt_transfer.callbacks.delta import DELTA
 from lt_transfer.callbacks.domain_report import DomainShiftReport
@@ -21,8 +30,10 @@ from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
     FashionMNISTDataModule,
+    ForecastingDataModule,
     ImageFolderDataModule,
     TextClassificationDataModule,
+    TimeSeriesClassificationDataModule,
     TweetSentimentDataModule,
 )
 from lt_transfer.freezing import freeze, unfreeze
@@ -44,6 +55,7 @@ from lt_transfer.modules import (
     SourceFreeAdaptationModule,
     TextClassifier,
     TransferClassifier,
+    TransferForecaster,
 )
 from lt_transfer.ranking import Candidate, RankingTable, rank_models
 
@@ -65,8 +77,11 @@ __all__ = [
     "DomainClassifierAccuracy",
     "DomainShiftReport",
     "FashionMNISTDataModule",
+    "FCNBackbone",
     "FeatureCache",
+    "ForecastingDataModule",
     "ImageFolderDataModule",
+    "InceptionTimeBackbone",
     "InformationMaximization",
     "L2SP",
     "LayerGroup",
@@ -79,13 +94,16 @@ __all__ = [
     "ProgressiveUnfreezing",
     "ProxyADistance",
     "RankingTable",
+    "ResNet1DBackbone",
     "SoftNeighborhoodDensity",
     "TargetValidation",
     "SourceFreeAdaptationModule",
     "TENT",
     "TextClassificationDataModule",
     "TextClassifier",
+    "TimeSeriesClassificationDataModule",
     "TransferClassifier",
+    "TransferForecaster",
     "TweetSentimentDataModule",
     "WeightInterpolation",
     "build_backbone",
