@@ -20,16 +20,21 @@ from lt_transfer.backbones import (
     ResNet1DBackbone,
     build_backbone,
 )
+from lt_transfer.callbacks.bss import BSS
+from lt_transfer.callbacks.delta import DELTA
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
+from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
 from lt_transfer.callbacks.target_validation import TargetValidation
 from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
+from lt_transfer.callbacks.weight_interpolation import WeightInterpolation, interpolation_sweep
 from lt_transfer.data import (
     DigitsDataModule,
     DomainAdaptationDataModule,
+    FashionMNISTDataModule,
     ForecastingDataModule,
     ImageFolderDataModule,
     TextClassificationDataModule,
@@ -65,10 +70,12 @@ install_exit_handler()
 
 __all__ = [
     "AdaBN",
+    "BSS",
     "Backbone",
     "BatchNuclearNorm",
     "Candidate",
     "ClassSilhouette",
+    "DELTA",
     "DeepEmbeddedValidation",
     "DigitsDataModule",
     "DistillationModule",
@@ -76,12 +83,14 @@ __all__ = [
     "DomainAdaptationModule",
     "DomainClassifierAccuracy",
     "DomainShiftReport",
+    "FashionMNISTDataModule",
     "FCNBackbone",
     "FeatureCache",
     "ForecastingDataModule",
     "ImageFolderDataModule",
     "InceptionTimeBackbone",
     "InformationMaximization",
+    "L2SP",
     "LayerGroup",
     "LeNetBackbone",
     "NegativeTransferMonitor",
@@ -103,8 +112,10 @@ __all__ = [
     "TransferClassifier",
     "TransferForecaster",
     "TweetSentimentDataModule",
+    "WeightInterpolation",
     "build_backbone",
     "freeze",
+    "interpolation_sweep",
     "proxy_a_distance",
     "rank_models",
     "unfreeze",

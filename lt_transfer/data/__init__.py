@@ -9,6 +9,7 @@ from lt_transfer.data.aeon_data import (
 )
 from lt_transfer.data.digits import DigitsDataModule, TransformedImages, few_labels
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, combined_train_loader
+from lt_transfer.data.fashion_mnist import FashionMNISTDataModule, load_fashion_mnist, read_idx
 from lt_transfer.data.forecast_windows import FORECAST_BATCH_KEYS, ForecastWindows, cut_windows
 from lt_transfer.data.forecasting import SEASONALITY, ForecastingDataModule, read_series_collection
 from lt_transfer.data.image_dataset import BadImageError, ImageFileDataset, find_bad_images, load_image
@@ -49,6 +50,7 @@ __all__ = [
     "BadImageError",
     "DigitsDataModule",
     "DomainAdaptationDataModule",
+    "FashionMNISTDataModule",
     "ForecastWindows",
     "ForecastingDataModule",
     "ImageFileDataset",
@@ -77,6 +79,7 @@ __all__ = [
     "fit_length",
     "image_transform",
     "list_images",
+    "load_fashion_mnist",
     "load_forecasting",
     "load_image",
     "load_mnist",
@@ -85,6 +88,7 @@ __all__ = [
     "load_tweet_sentiment",
     "load_ucr",
     "package_path",
+    "read_idx",
     "read_labelled_csv",
     "read_labelled_series",
     "read_series_collection",
