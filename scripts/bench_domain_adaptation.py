@@ -139,7 +139,7 @@ def build_model(args: argparse.Namespace, method: str, trade_off: float) -> Doma
     return DomainAdaptationModule(
         LeNetBackbone(num_features=features, batch_norm=not args.no_batch_norm),
         head_hidden=tuple(args.head_hidden),
-        joint_forward=not args.separate_bn,
+        joint_forward=args.joint_bn,
         optimizer=sgd(args),
         lr_annealing=True,
         **kwargs,
@@ -294,7 +294,9 @@ def main() -> None:
         "--flat-features", action="store_true", help="no FC layer: 768 flattened conv features, as the paper"
     )
     net.add_argument("--head-hidden", nargs="*", type=int, default=[], help="label predictor (paper 100 100)")
-    net.add_argument("--separate-bn", action="store_true", help="joint_forward=False: per-domain BN batches")
+    bn = net.add_mutually_exclusive_group()
+    bn.add_argument("--joint-bn", action="store_true", help="joint_forward=True: mixed source+target batches")
+    bn.add_argument("--separate-bn", action="store_true", help="joint_forward=False: per-domain BN (default)")
     net.add_argument("--disc-hidden", type=int, default=256, help="DANN/CDAN discriminator width (paper 100)")
     net.add_argument("--disc-depth", type=int, default=2, help="DANN/CDAN discriminator layers (paper 1)")
     net.add_argument("--trade-off-on", choices=["loss", "reversal"], default="loss", help="DANN/CDAN option")

@@ -138,7 +138,7 @@ def test_tokenizer_dicts_in_every_module(tiny_bert: Path) -> None:
 def test_domain_adaptation_joint_forward_pads_tokenizer_dicts(tiny_bert: Path) -> None:
     """Source and target tokenizer batches of different lengths share one padded forward pass."""
     torch.manual_seed(0)
-    model = DomainAdaptationModule(f"hf/{tiny_bert}", num_classes=2, method="mmd").eval()
+    model = DomainAdaptationModule(f"hf/{tiny_bert}", num_classes=2, method="mmd", joint_forward=True).eval()
     source = _tokenized(model, ["lost bag", "the flight was very late again today"], [0, 1])
     target = _tokenized(model, ["love it", "awful crew"], None)
     assert source["input_ids"].shape[1] != target["input_ids"].shape[1]

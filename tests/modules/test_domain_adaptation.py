@@ -163,11 +163,11 @@ def test_methods_and_joint_forward(method: str) -> None:
     if method == "source_only":
         assert sizes == [4] and "transfer_loss" not in out  # the target is never forwarded
     else:
-        assert sizes == [10]  # source and target forwarded together (BatchNorm sees both)
+        assert sizes == [4, 6]  # default: each domain forwarded on its own (per-domain BatchNorm)
         sizes.clear()
-        model.hparams.joint_forward = False
+        model.hparams.joint_forward = True
         model.compute_losses(batch, coefficient=1.0)
-        assert sizes == [4, 6]
+        assert sizes == [10]  # source and target forwarded together (BatchNorm sees both)
 
 
 def test_bad_arguments_and_inputs() -> None:
@@ -236,7 +236,9 @@ def test_cli_recipe_fast_dev_run(recipe: str) -> None:
 
 
 def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
-    """A short real run: 200 SGD steps of LeNet, batch 32 per domain, seed 0.
+    """A short real run: 200 SGD steps of LeNet, batch 32 per domain, seed 0, mixed BN batches.
+
+    The margin was measured with ``joint_forward=True`` (the default then), which is pinned here.
 
     Measured on the 1,000 target test images with seeds 0-3 (2-core CPU): source-only
     56.5 / 57.2 / 53.6 / 59.0 %, DANN (trade-off 0.1) 59.4 / 59.8 / 60.3 / 60.9 %: margins of
@@ -260,6 +262,7 @@ def test_dann_beats_source_only_on_mnist_m_style_shift() -> None:
             "lenet",
             method=method,
             trade_off=0.1 if method == "dann" else None,  # source_only has no alignment term
+            joint_forward=True,
             lr_annealing=True,
             optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
         )

@@ -117,7 +117,7 @@ def test_resume_equals_uninterrupted(name: str, tmp_path: Path) -> None:
 
 
 def test_self_training_uses_the_strong_view_and_the_same_view_without_one() -> None:
-    model = _model(method="self_training", pseudo_label_threshold=0.34)
+    model = _model(method="self_training", pseudo_label_threshold=0.34, joint_forward=True)
     sizes: list[int] = []
     model.backbone.register_forward_hook(lambda m, inp, out: sizes.append(len(inp[0])))
     plain = _batch()
@@ -139,7 +139,7 @@ def test_self_training_uses_the_strong_view_and_the_same_view_without_one() -> N
     assert out_plain["pseudo_label_rate"] > 0 and torch.isfinite(out_same["loss"])
     # other methods ignore a strong view
     sizes.clear()
-    cdan = _model(method="cdan")
+    cdan = _model(method="cdan", joint_forward=True)
     cdan.backbone.register_forward_hook(lambda m, inp, out: sizes.append(len(inp[0])))
     cdan.compute_losses(with_strong, coefficient=1.0)
     assert sizes == [10]
