@@ -5,7 +5,14 @@ text backbone or LoRA is built (note that torchmetrics, imported by Lightning it
 imports ``transformers`` whenever it is installed).
 """
 
-from lt_transfer.backbones import Backbone, LayerGroup, LeNetBackbone, Preprocessing, build_backbone
+from lt_transfer.backbones import (
+    Backbone,
+    LayerGroup,
+    LeNetBackbone,
+    Preprocessing,
+    SmallCNNBackbone,
+    build_backbone,
+)
 from lt_transfer.callbacks.domain_report import DomainShiftReport
 from lt_transfer.callbacks.feature_cache import FeatureCache
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
@@ -70,6 +77,7 @@ __all__ = [
     "ProgressiveUnfreezing",
     "ProxyADistance",
     "RankingTable",
+    "SmallCNNBackbone",
     "SoftNeighborhoodDensity",
     "TargetValidation",
     "SourceFreeAdaptationModule",
