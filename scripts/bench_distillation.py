@@ -129,17 +129,17 @@ def batches(
 
 
 def random_affine(
-    x: torch.Tensor, degrees: float = 10.0, shift: float = 2.0, scale: float = 0.1
+    x: torch.Tensor, degrees: float = 10.0, translate: float = 0.1, scale: float = 0.1
 ) -> torch.Tensor:
-    """Per-image random rotation (± ``degrees``), shift (± ``shift`` px) and scale (1 ± ``scale``).
+    """Per-image random rotation (± ``degrees``), shift (± ``translate`` × side), scale (1 ± ``scale``).
 
-    ``x``: ``(N, C, H, W)`` float images with a zero background (MNIST), one batch at a time.
+    The parameters of ``DigitsDataModule(augment="light")``, drawn per image for a whole batch at
+    once. ``x``: ``(N, C, H, W)`` float images with a zero background (MNIST).
     """
-    n, _, height, width = x.shape
+    n = len(x)
     angle = (torch.rand(n) * 2 - 1) * degrees * torch.pi / 180
     factor = 1 + (torch.rand(n) * 2 - 1) * scale
-    tx = (torch.rand(n) * 2 - 1) * shift * 2 / width
-    ty = (torch.rand(n) * 2 - 1) * shift * 2 / height
+    tx, ty = ((torch.rand(2, n) * 2 - 1) * translate * 2).unbind(0)  # the image spans [-1, 1]
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
