@@ -74,6 +74,11 @@ class MixedViews:
         x: the mixed input, fed to student and teacher alike.
         partner: ``(N,)`` index of the image mixed into each one.
         lam: the share of each image's own content (for cutmix, its exact area share).
+
+    Example:
+        >>> views = MixedViews(torch.zeros(2, 3), partner=torch.tensor([1, 0]), lam=0.7)
+        >>> views.partner.tolist(), views.lam
+        ([1, 0], 0.7)
     """
 
     x: torch.Tensor

@@ -96,9 +96,10 @@ class DistillationModule(ClassificationModule):
     * ``teaching="function_matching"``: each training batch is replaced by a mixed view of itself
       (``mix="mixup"``, the default, or ``"cutmix"``, weight drawn from ``Beta(mix_alpha,
       mix_alpha)``) and fed to student and teacher alike; the label loss weighs each image's
-      labels by their share of the mix, DKD uses the teacher's top class of the mixed image.
-      The views are drawn from a seed kept in checkpoints and the trainer's counters, so a
-      resumed run mixes as an uninterrupted one. Floating-point inputs only.
+      labels by their share of the mix, DKD uses the teacher's top class of the mixed image
+      (``train/acc`` is not logged for mixed views). The views are drawn from a seed kept in
+      checkpoints and the trainer's counters, so a resumed run mixes as an uninterrupted one.
+      Floating-point inputs only.
 
     :attr:`teaching_mode` says which applied. Being *patient* (long schedules) is up to the
     Trainer's ``max_epochs``.
