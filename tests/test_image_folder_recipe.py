@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from sklearn.datasets import load_digits
+from tests.image_folders import write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "image_folder_finetune.yaml"
@@ -21,20 +19,6 @@ FAST = [
     "--data.batch_size=8",
     "--data.num_workers=0",
 ]
-
-
-def write_photos(folder: Path, classes: tuple[int, ...] = (0, 1, 7), per_class: int = 10) -> Path:
-    """Digits as PNG/JPEG files in class folders (one grey, one RGBA), like a user's photos."""
-    digits = load_digits()
-    for label in classes:
-        images = digits.images[digits.target == label][:per_class]
-        (folder / f"digit_{label}").mkdir(parents=True)
-        for i, image in enumerate(images):
-            pixels = (image / 16 * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
-            picture = Image.fromarray(pixels).convert("L" if i == 0 else "RGBA" if i == 1 else "RGB")
-            suffix = ".jpg" if i % 2 and picture.mode == "RGB" else ".png"
-            picture.save(folder / f"digit_{label}" / f"{i}{suffix}")
-    return folder
 
 
 def lt_transfer(subcommand: str, *overrides: str, cwd: Path) -> str:

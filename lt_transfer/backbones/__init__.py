@@ -14,6 +14,8 @@ One job per file:
 * :mod:`~lt_transfer.backbones.hf`: Hugging Face encoders and tokenizers;
 * :mod:`~lt_transfer.backbones.lenet`: :class:`LeNetBackbone`;
 * :mod:`~lt_transfer.backbones.small_cnn`: :class:`SmallCNNBackbone` (distillation students);
+* :mod:`~lt_transfer.backbones.ts`: 1-D time-series networks (:class:`FCNBackbone`,
+  :class:`ResNet1DBackbone`, :class:`InceptionTimeBackbone`), ``build_backbone("ts/<name>")``;
 * :mod:`~lt_transfer.backbones.teacher`: :func:`load_teacher` for distillation;
 * :mod:`~lt_transfer.backbones.build`: :func:`build_backbone` from a spec string or a module,
   :func:`resolve_preprocessing` for a spec string.
@@ -53,6 +55,14 @@ from lt_transfer.backbones.torchvision import (
     remove_head,
     torchvision_preprocessing,
 )
+from lt_transfer.backbones.ts import (
+    TS_BACKBONES,
+    FCNBackbone,
+    InceptionTimeBackbone,
+    ResNet1DBackbone,
+    TimeSeriesBackbone,
+    build_ts_backbone,
+)
 from lt_transfer.backbones.weights import (
     WEIGHT_FILE_SUFFIXES,
     ResolvedWeights,
@@ -77,22 +87,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SUPPORTED_TORCHVISION_FAMILIES",
+    "TS_BACKBONES",
     "WEIGHT_FILE_SUFFIXES",
     "Backbone",
+    "FCNBackbone",
     "HFBackbone",
+    "InceptionTimeBackbone",
     "LayerGroup",
     "LeNetBackbone",
     "ModelClass",
     "Pooling",
     "Preprocessing",
+    "ResNet1DBackbone",
     "ResolvedWeights",
     "SmallCNNBackbone",
+    "TimeSeriesBackbone",
     "architecture_only",
     "architecture_only_active",
     "build_backbone",
     "build_hf_backbone",
     "build_timm_backbone",
     "build_torchvision_backbone",
+    "build_ts_backbone",
     "check_state_dict",
     "load_teacher",
     "load_timm_classifier",

@@ -4,7 +4,8 @@ A spec string ``"<source>/<name>"`` goes to its source's builder:
 ``"torchvision/<model>"`` to :func:`~lt_transfer.backbones.torchvision.build_torchvision_backbone`,
 ``"timm/<model>"`` to :func:`~lt_transfer.backbones.timm.build_timm_backbone` and
 ``"hf/<name or path>"`` to :func:`~lt_transfer.backbones.hf.build_hf_backbone` (both imported
-only then, so that ``timm`` and ``transformers`` load only when used). A plain ``nn.Module`` is
+only then, so that ``timm`` and ``transformers`` load only when used) and ``"ts/<name>"`` to
+:func:`~lt_transfer.backbones.ts.build_ts_backbone` (1-D time-series networks). A plain ``nn.Module`` is
 split by the attribute path of its head (``head=``) or used as is (``num_features=``).
 
 :func:`resolve_preprocessing` answers, for the same spec strings and without building the
@@ -25,17 +26,21 @@ from lt_transfer.backbones.torchvision import (
     remove_head,
     torchvision_preprocessing,
 )
+from lt_transfer.backbones.ts import build_ts_backbone
 
 __all__ = ["build_backbone", "resolve_preprocessing"]
 
-_SOURCES = "'torchvision/<model>' (e.g. 'torchvision/resnet18'), 'timm/<model>' or 'hf/<name or path>'"
+_SOURCES = (
+    "'torchvision/<model>' (e.g. 'torchvision/resnet18'), 'timm/<model>', 'hf/<name or path>' or 'ts/<name>' "
+    "(time series: 'ts/fcn', 'ts/resnet1d', 'ts/inception')"
+)
 
 
 def _split_spec(name: str, caller: str) -> tuple[str, str]:
     source, sep, model_name = name.partition("/")
     if not sep or not model_name:
         raise ValueError(f"{caller}(name={name!r}): expected {_SOURCES}.")
-    if source not in ("torchvision", "timm", "hf"):
+    if source not in ("torchvision", "timm", "hf", "ts"):
         raise ValueError(f"{caller}(name={name!r}): unknown source {source!r}; use {_SOURCES}.")
     return source, model_name
 
@@ -85,7 +90,9 @@ def build_backbone(
         name: ``"torchvision/<model>"`` (any :func:`torchvision.models.get_model` name of a
             supported family), ``"hf/<hub name, local folder or pkg://package/folder>"`` (a
             Hugging Face encoder, see :func:`lt_transfer.backbones.hf.build_hf_backbone`;
-            ``model_kwargs`` such as ``pooling="cls"`` go there) or an ``nn.Module``. A module
+            ``model_kwargs`` such as ``pooling="cls"`` go there), ``"ts/fcn"``, ``"ts/resnet1d"``
+            or ``"ts/inception"`` (1-D time-series networks, see :mod:`lt_transfer.backbones.ts`;
+            ``in_channels=`` and the widths are ``model_kwargs``) or an ``nn.Module``. A module
             needs ``head`` (the attribute path of its final Linear, which is removed) or
             ``num_features`` (when it already returns features).
         weights: for torchvision names: ``None`` (random init), a weights enum member name
@@ -94,7 +101,8 @@ def build_backbone(
             ``.safetensors`` ...), or ``"pkg://<package>/<file>"`` for a file shipped inside an
             installed package (e.g. :data:`lt_transfer.resources.MOBILENET_V2_IMAGENET`). The
             rules are those of :func:`lt_transfer.backbones.weights.resolve_weights`. For timm
-            names: ``None``, a file or ``pkg://`` file (no hub names).
+            names: ``None``, a file or ``pkg://`` file (no hub names). For ``ts/`` names:
+            ``None`` or a file (our own pretraining's weights or checkpoint).
         head: see ``name``; only for modules.
         num_features: see ``name``; only for modules.
         pretrained: only for modules: whether the module holds pretrained weights (spec
@@ -141,6 +149,8 @@ def build_backbone(
         from lt_transfer.backbones.timm import build_timm_backbone  # lazy: timm is an optional extra
 
         return build_timm_backbone(model_name, weights, **model_kwargs)
+    if source == "ts":
+        return build_ts_backbone(model_name, weights, **model_kwargs)
     if weights is not None:
         raise ValueError(
             f"build_backbone(name={name!r}, weights={weights!r}): a Hugging Face model's "
@@ -159,12 +169,12 @@ def resolve_preprocessing(name: str, weights: str | None = None, **model_kwargs:
     anything else the ImageNet defaults (see :mod:`lt_transfer.backbones.preprocessing`).
 
     Args:
-        name: ``"torchvision/<model>"``, ``"timm/<model>"`` or ``"hf/<name or path>"``.
+        name: ``"torchvision/<model>"``, ``"timm/<model>"``, ``"hf/<name or path>"`` or ``"ts/<name>"``.
         weights: as for :func:`build_backbone`.
         **model_kwargs: the model's keyword arguments (input size ones are read).
 
     Returns:
-        The preprocessing, or ``None`` for Hugging Face (text) backbones.
+        The preprocessing, or ``None`` for Hugging Face (text) and time-series backbones.
 
     Raises:
         ValueError: a malformed spec, an unknown model or weights name.

@@ -152,6 +152,10 @@ class NegativeTransferMonitor(Callback):
       event file, or the run's log folder), reduced by ``baseline_reduce``; the metric name
       is ``baseline_metric`` (default: ``monitor``). See :func:`read_logged_metric`.
 
+    Under ``fast_dev_run`` (a smoke test: no logging, no real validation) the monitor makes
+    no check and reads no baseline: a log baseline is only looked up (a missing file is still
+    an error), ``"initial"`` needs no sanity check. It says so in an info line.
+
     Every check logs ``<log_prefix>/gap``, ``/baseline`` and ``/flagged`` to the trainer's
     loggers (rank zero) and puts them into ``trainer.callback_metrics``, so
     ``EarlyStopping``/``ModelCheckpoint`` can use the gap too.
@@ -275,7 +279,14 @@ class NegativeTransferMonitor(Callback):
         if stage != "fit":
             return
         is_log = isinstance(self.baseline, str) and self.baseline != "initial"
-        if is_log and not self.baseline.startswith(_METRIC_PREFIX) and self.baseline_value is None:
+        is_log = is_log and not str(self.baseline).startswith(_METRIC_PREFIX)
+        if trainer.fast_dev_run:
+            if is_log:
+                _log_files(Path(str(self.baseline)))  # a wrong path fails the smoke test, cheaply
+            rank_zero_info("NegativeTransferMonitor: fast_dev_run: no baseline is read and no check is made.")
+            return
+        if is_log and self.baseline_value is None:
+            assert isinstance(self.baseline, str)
             self.baseline_value = read_logged_metric(
                 self.baseline, self.baseline_metric, self.baseline_reduce, self.mode
             )
@@ -288,7 +299,8 @@ class NegativeTransferMonitor(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # after a resume the baseline comes from the checkpoint (load_state_dict runs before this)
         full_sanity_check = trainer.num_sanity_val_steps == float("inf")
-        if self.baseline == "initial" and self.baseline_value is None and not full_sanity_check:
+        needs_sanity_check = self.baseline == "initial" and self.baseline_value is None
+        if needs_sanity_check and not full_sanity_check and not trainer.fast_dev_run:
             raise ValueError(
                 "NegativeTransferMonitor(baseline='initial') reads the model's score before training "
                 f"from the sanity check, but Trainer(num_sanity_val_steps={trainer.num_sanity_val_steps}) "

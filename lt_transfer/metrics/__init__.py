@@ -1,4 +1,5 @@
-"""Target-label-free validation metrics (torchmetrics) and domain-distance measures."""
+"""Target-label-free validation metrics (torchmetrics), domain-distance measures, and forecast
+accuracy (MASE, sMAPE) with the reference forecasts it is compared with."""
 
 from lt_transfer.metrics.batch_nuclear_norm import BatchNuclearNorm, BNMLoss, batch_nuclear_norm, bnm_loss
 from lt_transfer.metrics.class_silhouette import ClassSilhouette, class_silhouette
@@ -12,6 +13,8 @@ from lt_transfer.metrics.domain_classifier_accuracy import (
     DomainClassifierAccuracy,
     domain_classifier_accuracy,
 )
+from lt_transfer.metrics.forecast_baselines import drift_forecast, naive_forecast, seasonal_naive_forecast
+from lt_transfer.metrics.forecasting import SMAPE, MeanAbsoluteScaledError, mase, mase_scale, smape
 from lt_transfer.metrics.information_maximization import InformationMaximization, information_maximization
 from lt_transfer.metrics.prediction_entropy import PredictionEntropy, prediction_entropy
 from lt_transfer.metrics.proxy_a_distance import ProxyADistance, linear_domain_error, proxy_a_distance
@@ -24,8 +27,10 @@ __all__ = [
     "DeepEmbeddedValidation",
     "DomainClassifierAccuracy",
     "InformationMaximization",
+    "MeanAbsoluteScaledError",
     "PredictionEntropy",
     "ProxyADistance",
+    "SMAPE",
     "SoftNeighborhoodDensity",
     "batch_nuclear_norm",
     "bnm_loss",
@@ -34,9 +39,15 @@ __all__ = [
     "density_ratio_weights",
     "dev_risk",
     "domain_classifier_accuracy",
+    "drift_forecast",
     "information_maximization",
     "linear_domain_error",
+    "mase",
+    "mase_scale",
+    "naive_forecast",
     "prediction_entropy",
     "proxy_a_distance",
+    "seasonal_naive_forecast",
+    "smape",
     "soft_neighborhood_density",
 ]

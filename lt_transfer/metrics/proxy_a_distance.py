@@ -30,7 +30,11 @@ from torchmetrics import Metric
 
 from lt_transfer.metrics._states import concatenated
 
-__all__ = ["ProxyADistance", "linear_domain_error", "proxy_a_distance"]
+__all__ = ["MIN_SAMPLES", "ProxyADistance", "linear_domain_error", "proxy_a_distance"]
+
+
+#: The fewest samples per domain the distance is computed from (half of them are held out).
+MIN_SAMPLES = 4
 
 
 def _check_features(source: torch.Tensor, target: torch.Tensor) -> None:
@@ -40,8 +44,8 @@ def _check_features(source: torch.Tensor, target: torch.Tensor) -> None:
             f"{tuple(source.shape)} and {tuple(target.shape)}; flatten or pool the features first."
         )
     for name, x in (("source", source), ("target", target)):
-        if len(x) < 4:
-            raise ValueError(f"proxy A-distance needs at least 4 {name} samples, got {len(x)}.")
+        if len(x) < MIN_SAMPLES:
+            raise ValueError(f"proxy A-distance needs at least {MIN_SAMPLES} {name} samples, got {len(x)}.")
 
 
 def _split(n: int, test_fraction: float, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -172,7 +172,8 @@ def empty_loader_message(
     """Which loader of ``stage`` (``"train"``, ``"val"``, ``"test"``) yields no batches, or ``None``.
 
     A loader counts as empty when its length is 0 while its ``limit_<stage>_batches`` is not
-    (``limit_val_batches=0`` switches validation off on purpose, which is no error).
+    (``limit_val_batches=0`` switches validation off on purpose, which is no error; so does a
+    data module whose ``val_dataloader()`` returns ``[]``, i.e. no validation loader at all).
 
     Args:
         owner: the module's name, for the message.
@@ -189,8 +190,9 @@ def empty_loader_message(
         return _empty_train_loader(owner, trainer)
     limit = trainer.limit_test_batches if stage == "test" else trainer.limit_val_batches
     counts = trainer.num_test_batches if stage == "test" else trainer.num_val_batches
-    if limit == 0:
-        return None
+    loaders = trainer.test_dataloaders if stage == "test" else trainer.val_dataloaders
+    if limit == 0 or loaders is None or (isinstance(loaders, (list, tuple)) and not loaders):
+        return None  # switched off on purpose, or no such loader at all (e.g. `val_dataloader()` -> [])
     empty = [index for index, count in enumerate(counts) if count == 0]
     if not empty:
         return None

@@ -214,3 +214,73 @@ def test_image_keyed_dict_batches(tmp_path):
     trainer(tmp_path, [report], logger=False).fit(Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16))
     (result,) = report.results
     assert result.num_source == result.num_target == 48 and result.pad > 1.5
+
+
+# ------------------------------------------------------------------ trainer limits
+class Counted:
+    """A loader that counts the batches read from it."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader, self.batches = loader, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.batches += 1
+            yield batch
+
+
+def counted_report(tmp_path, batch_size: int = 16, **kwargs) -> tuple[DomainShiftReport, Counted, Counted]:
+    source = Counted(DataLoader(domain(48, 0.0, 1), batch_size=batch_size))
+    target = Counted(DataLoader(domain(48, 6.0, 2), batch_size=batch_size))
+    report = DomainShiftReport(
+        backbone="encoder",
+        source_dataloader=source,
+        target_dataloader=target,
+        methods=["pca"],
+        dirpath=str(tmp_path / "out"),
+        dpi=30,
+        **kwargs,
+    )
+    return report, source, target
+
+
+def test_fast_dev_run_checks_one_batch_per_domain_and_writes_nothing(tmp_path, caplog):
+    report, source, target = counted_report(tmp_path)
+    torch.manual_seed(0)
+    with caplog.at_level("INFO"):
+        trainer(tmp_path, [report], fast_dev_run=True).fit(
+            Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16)
+        )
+    assert (source.batches, target.batches) == (2, 2)  # start and end: one batch each, of 3
+    assert report.results == [] and not (tmp_path / "out").exists()
+    assert "fast_dev_run: features of 16 source and 16 target samples checked" in caplog.text
+
+
+@pytest.mark.parametrize("limit", [1, 0.5], ids=["int", "float"])
+def test_limit_val_batches_caps_the_samples_of_each_domain(tmp_path, limit):
+    report, source, target = counted_report(tmp_path, at_end=False)
+    torch.manual_seed(0)
+    trainer(tmp_path, [report], logger=False, limit_val_batches=limit).fit(
+        Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16)
+    )
+    (result,) = report.results
+    assert (source.batches, target.batches) == (1, 1)  # int(3 x 0.5) = 1 batch of 3
+    assert result.num_source == result.num_target == 16
+
+
+def test_limits_leaving_too_few_samples_skip_the_report(tmp_path, caplog):
+    report, source, _ = counted_report(tmp_path, batch_size=2, at_end=False)
+    with caplog.at_level("INFO"):
+        trainer(tmp_path, [report], logger=False, limit_val_batches=1).fit(
+            Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16)
+        )
+    assert report.results == [] and source.batches == 1
+    assert "needs 4 per domain, so no report" in caplog.text
+    report, source, _ = counted_report(tmp_path, at_end=False)
+    trainer(tmp_path, [report], logger=False, limit_val_batches=0).fit(
+        Custom(), DataLoader(domain(64, 0.0, 0), batch_size=16)
+    )
+    assert report.results == [] and source.batches == 0

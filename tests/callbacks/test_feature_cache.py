@@ -533,3 +533,136 @@ def test_persistent_workers_follow_unfreeze_and_rebuild(cache_first: bool) -> No
     for a, b in zip(cached.parameters(), plain.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert cache.invalidations == 1 and cache.builds == 4  # train + val, before and after the unfreeze
+
+
+# ------------------------------------------------------------------ loop limits
+class IndexedProbe(Probe):
+    """A Probe on ``(x, y, index)`` batches that records the training samples each epoch used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, index = batch
+        self.seen += index.tolist()
+        return F.cross_entropy(self.head(self.backbone(x)), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _ = batch
+        self.log("val_loss", F.cross_entropy(self.head(self.backbone(x)), y))
+
+
+def indexed_loaders(n: int = 40, val: int = 16, **train_kwargs: Any) -> tuple[DataLoader, DataLoader]:
+    """40 training samples in batches of 8 (5 batches), 16 validation samples (2 batches)."""
+    train, held_out = loaders(n, val)
+    (x, y), (vx, vy) = train.dataset.tensors, held_out.dataset.tensors
+    options: dict[str, Any] = {"batch_size": 8, "shuffle": True, **train_kwargs}
+    return (
+        DataLoader(TensorDataset(x, y, torch.arange(n)), **options),
+        DataLoader(TensorDataset(vx, vy, torch.arange(val)), batch_size=8),
+    )
+
+
+def run_limited(
+    cache: FeatureCache | None,
+    epochs: int = 1,
+    extra: list[Callback] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    **trainer_kwargs: Any,
+) -> IndexedProbe:
+    pl.seed_everything(0, verbose=False)
+    model = IndexedProbe()
+    train, val = indexed_loaders(**(train_kwargs or {}))
+    callbacks = ([cache] if cache else []) + (extra or [])
+    fit(model, callbacks, epochs, **trainer_kwargs).fit(model, train, val)
+    return model
+
+
+def test_fast_dev_run_caches_only_the_one_batch_it_uses() -> None:
+    cache = FeatureCache()
+    model = run_limited(cache, fast_dev_run=True)
+    # one training batch and one validation batch of 8, not 40 + 16 samples
+    assert cache.computed_samples == 8 + 8 and cache.builds == 2
+    assert model.backbone_samples == 16  # both batches were then served from the cache
+    assert len(model.seen) == 8
+
+
+@pytest.mark.parametrize(
+    ("limits", "train_batches", "val_batches"),
+    [
+        (dict(limit_train_batches=2, limit_val_batches=1), 2, 1),
+        (dict(limit_train_batches=0.5, limit_val_batches=0.5), 2, 1),  # int(5 x 0.5), int(2 x 0.5)
+    ],
+    ids=["int", "float"],
+)
+def test_batch_limits_cache_the_batches_the_loop_fetches(
+    limits: dict[str, Any], train_batches: int, val_batches: int
+) -> None:
+    plain = run_limited(None, **limits)
+    cache = FeatureCache()
+    cached = run_limited(cache, **limits)
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=1e-5, atol=1e-6)
+    assert cached.seen == plain.seen and len(cached.seen) == train_batches * 8  # the same shuffled batches
+    assert cache.computed_samples == train_batches * 8 + val_batches * 8
+    assert cached.backbone_samples == cache.computed_samples  # every batch served from the cache
+
+
+@pytest.mark.parametrize(
+    "train_kwargs",
+    [{}, dict(num_workers=2), dict(num_workers=2, persistent_workers=True)],
+    ids=["main-process", "workers", "persistent-workers"],
+)
+def test_reshuffled_epochs_grow_the_cache_by_the_samples_they_add(train_kwargs: dict[str, Any]) -> None:
+    limits = dict(limit_train_batches=2, limit_val_batches=1)
+    plain = run_limited(None, epochs=3, train_kwargs=train_kwargs, **limits)
+    cache = FeatureCache()
+    cached = run_limited(cache, epochs=3, train_kwargs=train_kwargs, **limits)
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=1e-5, atol=1e-6)
+    assert cached.seen == plain.seen
+    used = len(set(cached.seen))
+    assert 16 < used < 40  # later epochs reshuffle: new samples, never the whole data set
+    # each used sample computed once (epoch 0 builds, later epochs add what they lack) and
+    # every batch served from the cache
+    assert cache.computed_samples == used + 8 == cached.backbone_samples
+
+
+def test_overfit_batches_caches_the_repeated_batches() -> None:
+    cache = FeatureCache()
+    with pytest.warns(UserWarning, match="shuffling"):
+        model = run_limited(cache, epochs=3, overfit_batches=2)
+    assert model.seen == list(range(16)) * 3  # Lightning makes the order sequential
+    # 2 training batches and both validation batches (overfit_batches limits validation too)
+    assert cache.computed_samples == 16 + 16 == model.backbone_samples and cache.builds == 2
+
+
+class DrawRandom(Callback):
+    """Draws a random number after the cache planned the epoch: its forecast of the order misses."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.rand(1)
+
+
+def test_batches_outside_the_cache_run_the_backbone_never_wrong_features() -> None:
+    limits = dict(limit_train_batches=2, limit_val_batches=1)
+    plain = run_limited(None, epochs=2, extra=[DrawRandom()], **limits)
+    cache = FeatureCache()
+    cached = run_limited(cache, epochs=2, extra=[DrawRandom()], **limits)
+    assert cached.seen == plain.seen
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=1e-5, atol=1e-6)
+    assert cached.backbone_samples > cache.computed_samples  # the missed batches were computed
+
+
+def test_planned_indices_follow_the_distributed_shard_and_epoch() -> None:
+    from torch.utils.data import DistributedSampler
+
+    from lt_transfer.callbacks.feature_cache.limits import planned_indices
+
+    dataset = TensorDataset(torch.arange(20))
+    sampler = DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=3)
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler)
+    sampler.set_epoch(2)
+    state = torch.get_rng_state()
+    planned = planned_indices(loader, 2, fresh_iterator=True)
+    assert torch.equal(torch.get_rng_state(), state)  # no random number consumed
+    assert planned == [int(i) for (batch,) in list(loader)[:2] for i in batch]

@@ -200,3 +200,20 @@ def test_argument_validation():
     ]:
         with pytest.raises(ValueError, match=match):
             NegativeTransferMonitor(**kwargs)
+
+
+def test_fast_dev_run_reads_no_baseline_and_needs_no_sanity_check(tmp_path):
+    initial = NegativeTransferMonitor(baseline="initial", action="stop")
+    trainer, _ = fit(blobs(8, 0.0, 1), epochs=1, callbacks=[initial], fast_dev_run=True)
+    assert initial.baseline_value is None and initial.history == []
+    # a log without the metric would fail when read: under fast_dev_run it is only looked up
+    (tmp_path / "metrics.csv").write_text("epoch,other\n0,0.5\n")
+    logged = NegativeTransferMonitor(baseline=str(tmp_path), action="stop")
+    fit(blobs(8, 0.0, 1), epochs=1, callbacks=[logged], fast_dev_run=True)
+    assert logged.baseline_value is None and logged.history == []
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fit(
+            blobs(8, 0.0, 1),
+            callbacks=[NegativeTransferMonitor(baseline=str(tmp_path / "no"))],
+            fast_dev_run=True,
+        )

@@ -364,6 +364,7 @@ def test_empty_validation_loader_is_an_error_in_fit(sanity_steps: int) -> None:
         trainer.fit(model, _loader(_batches(2)), [_loader(_batches(1)), empty])
     assert len(seen) <= 2  # at the latest at the end of the first epoch
     _trainer(limit_val_batches=0).fit(_classifier(), _loader(_batches(2)), empty)  # switched off: fine
+    _trainer().fit(_classifier(), _loader(_batches(2)), [])  # no validation loader at all: fine
 
 
 def test_empty_loaders_in_validate_and_test_are_errors() -> None:

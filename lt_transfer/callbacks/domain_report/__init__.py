@@ -15,8 +15,9 @@ from the datamodule's validation loaders.
 
 One job per file: ``features.py`` (extraction), ``embedding.py`` (PCA / t-SNE),
 ``plotting.py`` (the figure), ``report.py`` (:func:`domain_shift_report`, the same report as a
-plain function, for scripts and notebooks) and ``callback.py`` (:class:`DomainShiftReport`:
-when, which loaders, files, logging, DDP).
+plain function, for scripts and notebooks; :func:`report_features` from features at hand) and
+``callback.py`` (:class:`DomainShiftReport`: when, which loaders and how many of their batches
+the trainer's limits allow, files, logging, DDP).
 """
 
 from lt_transfer.callbacks.domain_report.callback import DomainShiftReport, ReportResult
@@ -28,18 +29,20 @@ from lt_transfer.callbacks.domain_report.features import (
     resolve_feature_fn,
 )
 from lt_transfer.callbacks.domain_report.plotting import figure_to_array, plot_domain_embedding
-from lt_transfer.callbacks.domain_report.report import domain_shift_report
+from lt_transfer.callbacks.domain_report.report import check_same_width, domain_shift_report, report_features
 
 __all__ = [
     "DomainShiftReport",
     "EmbeddingMethod",
     "ReportResult",
     "as_feature_vectors",
+    "check_same_width",
     "domain_shift_report",
     "embed_2d",
     "extract_features",
     "figure_to_array",
     "forward_with_features",
     "plot_domain_embedding",
+    "report_features",
     "resolve_feature_fn",
 ]

@@ -7,6 +7,7 @@ Only global rank 0 computes and writes; the results are broadcast to every rank.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable
@@ -20,9 +21,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lt_transfer.callbacks.domain_report.embedding import EmbeddingMethod
-from lt_transfer.callbacks.domain_report.features import resolve_feature_fn
+from lt_transfer.callbacks.domain_report.features import extract_features, resolve_feature_fn
 from lt_transfer.callbacks.domain_report.plotting import figure_to_array
-from lt_transfer.callbacks.domain_report.report import domain_shift_report
+from lt_transfer.callbacks.domain_report.report import check_same_width, report_features
+from lt_transfer.metrics.proxy_a_distance import MIN_SAMPLES
 
 __all__ = ["DomainShiftReport", "ReportResult"]
 
@@ -75,6 +77,14 @@ class DomainShiftReport(Callback):
     names them ``["source", "target"]``. Batches are read by the batch contract of
     :mod:`lt_transfer.batches` (``(x, y)``, ``(x,)``, ``x``, or dicts keyed ``"image"``/``"x"``/...
     and ``"label"``/``"y"``/...); labels colour the class panel when present.
+
+    **Limits**: each domain's loader is read for at most the batches the trainer's
+    ``limit_val_batches`` allows (an int, or a fraction of the loader; ``fast_dev_run`` and
+    ``overfit_batches`` set it too), and for at most ``max_samples`` samples. Under
+    ``fast_dev_run`` the report only checks that both domains yield features of one width
+    (nothing is written or logged, as ``fast_dev_run`` logs nothing); when the limits leave
+    fewer than 4 samples of a domain, or none, that report is skipped. Both say so in an info
+    line.
 
     Args:
         backbone: attribute path of the feature function on the LightningModule.
@@ -271,31 +281,62 @@ class DomainShiftReport(Callback):
         payload, error = trainer.strategy.broadcast((payload, error), src=0)
         if error is not None:
             raise RuntimeError(f"DomainShiftReport failed on rank 0: {error}")
-        assert payload is not None
-        self.results.append(ReportResult(**payload))
+        if payload is not None:  # None: skipped (fast_dev_run, too few samples), said in an info line
+            self.results.append(ReportResult(**payload))
 
-    def _compute_and_write(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> dict[str, Any]:
+    def _compute_and_write(
+        self, trainer: Trainer, pl_module: LightningModule, stage: str
+    ) -> dict[str, Any] | None:
         fn = resolve_feature_fn(pl_module, self.backbone)
-        source_loader, target_loader = self._loaders(trainer, pl_module)
+        loaders = self._loaders(trainer, pl_module)
+        caps = [_batch_cap(trainer, loader) for loader in loaders]
+        if 0 in caps:
+            rank_zero_info(
+                f"DomainShiftReport[{stage}]: Trainer(limit_val_batches={trainer.limit_val_batches}) leaves "
+                "no batch of a domain's loader; no report."
+            )
+            return None
         modes = {m: m.training for m in pl_module.modules()}
         pl_module.eval()
         try:
-            title = f"{stage} (epoch {trainer.current_epoch}, step {trainer.global_step})"
-            pad, figure, data = domain_shift_report(
-                fn,
-                source_loader,
-                target_loader,
-                self.max_samples,
-                self.methods,
-                title,
-                self.figsize,
-                self.dpi,
-                self.seed,
-                pl_module.device,
+            (source, source_labels), (target, target_labels) = (
+                extract_features(
+                    fn,
+                    loader if cap is None else itertools.islice(loader, cap),
+                    self.max_samples,
+                    pl_module.device,
+                )
+                for loader, cap in zip(loaders, caps, strict=True)
             )
         finally:
             for module, mode in modes.items():
                 module.train(mode)
+        if trainer.fast_dev_run:
+            check_same_width(source, target)
+            rank_zero_info(
+                f"DomainShiftReport[{stage}]: fast_dev_run: features of {len(source)} source and "
+                f"{len(target)} target samples checked; no report is written (fast_dev_run logs nothing)."
+            )
+            return None
+        if min(len(source), len(target)) < MIN_SAMPLES:
+            rank_zero_info(
+                f"DomainShiftReport[{stage}]: Trainer(limit_val_batches={trainer.limit_val_batches}) leaves "
+                f"{len(source)} source and {len(target)} target samples; the proxy A-distance needs "
+                f"{MIN_SAMPLES} per domain, so no report."
+            )
+            return None
+        title = f"{stage} (epoch {trainer.current_epoch}, step {trainer.global_step})"
+        pad, figure, data = report_features(
+            source,
+            target,
+            source_labels,
+            target_labels,
+            self.methods,
+            title,
+            self.figsize,
+            self.dpi,
+            self.seed,
+        )
         out_dir = self.output_dir(trainer)
         out_dir.mkdir(parents=True, exist_ok=True)
         png = out_dir / f"domain_report_{stage}.png"
@@ -321,3 +362,27 @@ class DomainShiftReport(Callback):
         pad_text = f"{pad:.3f}" if math.isfinite(pad) else str(pad)
         rank_zero_info(f"DomainShiftReport[{stage}]: proxy A-distance {pad_text}; wrote {png}")
         return payload
+
+
+def _batch_cap(trainer: Trainer, loader: Iterable) -> int | None:
+    """The batches of ``loader`` that ``trainer.limit_val_batches`` allows (``None``: all).
+
+    Lightning's rule: an int is a count, a float a fraction of the loader's length.
+
+    Example:
+        >>> trainer = Trainer(limit_val_batches=0.5, logger=False)
+        >>> _batch_cap(trainer, [[0]] * 10), _batch_cap(Trainer(fast_dev_run=True), [[0]] * 10)
+        (5, 1)
+    """
+    limit = trainer.limit_val_batches
+    try:
+        length: int | None = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        length = None
+    if isinstance(limit, int):
+        cap = limit
+    elif length is not None:
+        cap = int(length * limit)
+    else:
+        return None
+    return None if length is not None and cap >= length else cap

@@ -19,7 +19,7 @@ from lt_transfer.callbacks.domain_report.features import extract_features
 from lt_transfer.callbacks.domain_report.plotting import plot_domain_embedding
 from lt_transfer.metrics.proxy_a_distance import proxy_a_distance
 
-__all__ = ["domain_shift_report"]
+__all__ = ["check_same_width", "domain_shift_report", "report_features"]
 
 
 def domain_shift_report(
@@ -66,11 +66,47 @@ def domain_shift_report(
     """
     source, source_labels = extract_features(fn, source_loader, max_samples, device)
     target, target_labels = extract_features(fn, target_loader, max_samples, device)
+    return report_features(source, target, source_labels, target_labels, methods, title, figsize, dpi, seed)
+
+
+def check_same_width(source: torch.Tensor, target: torch.Tensor) -> None:
+    """Raise unless the ``(N, D)`` source and target features have the same width ``D``.
+
+    Example:
+        >>> check_same_width(torch.zeros(3, 4), torch.zeros(5, 4))
+    """
     if source.shape[1] != target.shape[1]:
         raise ValueError(
             f"DomainShiftReport: source features {tuple(source.shape)} and target features "
             f"{tuple(target.shape)} differ in width; both domains must go through the same network."
         )
+
+
+def report_features(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    source_labels: torch.Tensor | None = None,
+    target_labels: torch.Tensor | None = None,
+    methods: Sequence[EmbeddingMethod] = ("pca",),
+    title: str = "",
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+    seed: int = 0,
+) -> tuple[float, Any, dict[str, torch.Tensor | None]]:
+    """:func:`domain_shift_report` on features already extracted (``(N, D)`` per domain).
+
+    Raises:
+        ValueError: features of different widths, or fewer than
+            :data:`~lt_transfer.metrics.proxy_a_distance.MIN_SAMPLES` per domain.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> source, target = torch.randn(8, 2, generator=g), torch.randn(8, 2, generator=g) + 9
+        >>> pad, fig, data = report_features(source, target, figsize=(4, 2), dpi=40)
+        >>> pad
+        2.0
+    """
+    check_same_width(source, target)
     pad = float(proxy_a_distance(source, target, seed=seed))
     full_title = f"{title}  proxy A-distance = {pad:.2f}".strip()
     figure = plot_domain_embedding(

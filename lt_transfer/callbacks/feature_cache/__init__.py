@@ -28,7 +28,8 @@ How it works, one file per job:
   samples otherwise; nothing else about the loader changes. It is removed in ``teardown``.
 * ``build.py``: before a frozen epoch the cache is built if missing: one pass over the data
   set (the loader's own collate function, workers and transform), under DDP each rank its own
-  shard, all-gathered only when the training sampler reshuffles shards every epoch.
+  shard, all-gathered only when the training sampler reshuffles shards every epoch; with a
+  batch limit, over the samples the limited loop fetches (``limits.py``).
   ``store.py`` holds the result (in memory, or memory-mapped above ``max_memory_mb``);
   ``batch_layout.py`` finds the input in a batch and rebuilds samples around the features.
 * ``callback.py``: the moment any backbone parameter has ``requires_grad=True`` (checked at
@@ -42,6 +43,13 @@ How it works, one file per job:
   random state, so the sample order is unchanged), ``persistent_workers`` are restarted between
   epochs and between validation runs without touching any random stream. The first validation
   run after a build still runs the backbone once more (its iterator starts before any hook).
+* ``limits.py``: when ``fast_dev_run``, ``limit_train_batches``/``limit_val_batches``,
+  ``overfit_batches`` or ``max_steps`` make an epoch (or validation run) fetch only its first
+  batches, the build covers only the samples of those batches, in the order the loader's
+  sampler will yield them (forecast without consuming random numbers). A later epoch that
+  reshuffles adds the samples it lacks to the cache before it starts; a batch holding a sample
+  the cache lacks anyway (a forecast that missed) is loaded from the data set and runs the
+  backbone: it costs time, never correctness.
 * ``eligibility.py``: when the cache does *not* apply (a warning says why, training continues
   uncached): random training augmentation (found by scanning the data set's ``transform`` for
   random ops and by loading a few samples twice), BatchNorm or dropout in training mode inside

@@ -6,6 +6,9 @@ backbone under ``no_grad`` and the trainer's precision context. Under DDP each r
 only its shard (:func:`shard_indices`); when the training sampler reshuffles shards every
 epoch (``DistributedSampler(shuffle=True)``, the Lightning default) every rank needs every
 sample, so the shards are all-gathered; a fixed shard (``shuffle=False``, validation) never is.
+When a batch limit cuts the epoch short, the callback passes the samples the limited loop
+fetches instead (this rank's own, nothing gathered) and, when a later epoch needs more, the
+current store to ``keep``: the new store holds its rows and the new ones.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def build_store(
     cache_id: int,
     name: str,
     batch_size: int | None = None,
+    keep: FeatureStore | None = None,
 ) -> BuildResult:
     """Run ``forward`` (the real backbone) over ``indices`` of ``loader.dataset`` and store the features.
 
@@ -99,15 +103,19 @@ def build_store(
         cache_id: the new store's id.
         name: the loader's name in messages (``"train"``, ``"val[0]"``).
         batch_size: batch size of the pass (default: the loader's).
+        keep: a store of the same data set whose rows the new store takes over (the cache grows:
+            ``indices`` are then only the samples it lacks).
 
     Raises:
         FeatureCacheMemoryError: the store exceeds the memory limit (``on_limit="error"``).
     """
+    size = batch_size or loader.batch_size or 1
     build_loader = DataLoader(
         loader.dataset,
-        batch_size=batch_size or loader.batch_size or 1,
+        batch_size=size,
         sampler=indices,
-        num_workers=loader.num_workers,
+        # starting worker processes costs more than loading a single batch
+        num_workers=loader.num_workers if len(indices) > size else 0,
         collate_fn=loader.collate_fn,
         generator=torch.Generator().manual_seed(0),
     )
@@ -146,10 +154,14 @@ def build_store(
             rows = torch.tensor(indices[position : position + len(x)], dtype=torch.long)
             position += len(x)
             if store is None:
-                cached = range(len(loader.dataset)) if gather else indices
+                cached: Any = range(len(loader.dataset)) if gather else indices
+                if keep is not None:
+                    cached = [*keep.held_indices().tolist(), *cached]
                 store = FeatureStore(len(loader.dataset), cached, layout, cache_id, out.dtype)
                 features, path, result.estimate_bytes = storage.allocate(store.num_rows, out.shape[1], name)
                 store.attach(features, path, fields)
+                if keep is not None:
+                    store.copy_rows(keep)
             if gather:
                 local.append((rows, out.float(), fields))
             else:

@@ -32,8 +32,18 @@ from lt_transfer.callbacks.feature_cache.eligibility import (
     loader_problem,
     stochastic_modules,
 )
+from lt_transfer.callbacks.feature_cache.limits import (
+    batch_limit,
+    planned_indices,
+    training_batches,
+    validation_batches,
+)
 from lt_transfer.callbacks.feature_cache.store import DTYPES, LimitAction, StorageDtype, StorageSpec
-from lt_transfer.callbacks.feature_cache.workers import restart_workers, shut_down_workers
+from lt_transfer.callbacks.feature_cache.workers import (
+    has_persistent_workers,
+    restart_workers,
+    shut_down_workers,
+)
 
 __all__ = ["AugmentationAction", "FeatureCache"]
 
@@ -48,6 +58,8 @@ class FeatureCache(Callback):
     See :mod:`lt_transfer.callbacks.feature_cache` for the mechanism and for when the cache
     applies. The backbone runs exactly once per sample (per rank: once per sample of its shard)
     while it stays frozen; the first frozen epoch pays that pass, later ones only load features.
+    With ``fast_dev_run``, ``limit_*_batches``, ``overfit_batches`` or ``max_steps`` only the
+    samples the loop fetches are cached (a one-batch smoke test computes one batch).
 
     Args:
         backbone: attribute path of the feature extractor on the LightningModule (e.g.
@@ -141,7 +153,8 @@ class FeatureCache(Callback):
         self.memmap_dir = memmap_dir
         self.build_batch_size = build_batch_size
         self.on_augmentation = on_augmentation
-        #: caches built so far (each training or validation loader counts once per build)
+        #: build passes so far (each training or validation loader counts once per build; a
+        #: limited loop's cache growing for a reshuffled epoch counts too)
         self.builds = 0
         #: times the caches were dropped because the backbone was unfrozen
         self.invalidations = 0
@@ -229,7 +242,7 @@ class FeatureCache(Callback):
         if patch is not None and isinstance(loader, DataLoader):
             patch = self._train_patch = self._follow(patch, loader, "train")
         if patch is not None:
-            self._prepare(patch, "train")
+            self._prepare(patch, "train", self._planned_train(trainer, patch))
             if self._first_epoch and patch.loader.num_workers > 0:
                 self._restart_first_epoch(trainer, patch)
             else:
@@ -237,6 +250,19 @@ class FeatureCache(Callback):
         self._first_epoch = False
         for val_patch in self._val_patches.values():
             self._sync_workers(val_patch)
+
+    def _planned_train(self, trainer: Trainer, patch: DatasetPatch) -> list[int] | None:
+        """The training samples the coming epoch fetches when a limit cuts it short, else ``None``."""
+        limit = batch_limit(training_batches(trainer), patch.loader)
+        if limit is None:
+            return None
+        if self._first_epoch:
+            # the epoch's iterator exists: its sampler has yet to run, unless workers make
+            # `_restart_first_epoch` create it again from the recorded random state
+            fresh = patch.loader.num_workers > 0
+            return planned_indices(patch.loader, limit, fresh, self._rng_state if fresh else None)
+        # a new iterator per epoch; persistent workers keep one and only restart its sampler
+        return planned_indices(patch.loader, limit, not has_persistent_workers(patch.loader))
 
     def _restart_first_epoch(self, trainer: Trainer, patch: DatasetPatch) -> None:
         """Recreate the running epoch's iterator so that its workers see the cache.
@@ -281,7 +307,10 @@ class FeatureCache(Callback):
                 if patch is None:
                     continue
                 self._val_patches[index] = patch
-            self._prepare(patch, f"val[{index}]")
+            limit = batch_limit(validation_batches(trainer, index), patch.loader)
+            # this run's iterator exists already; its sampler has yet to run
+            planned = None if limit is None else planned_indices(patch.loader, limit, fresh_iterator=False)
+            self._prepare(patch, f"val[{index}]", planned)
 
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -353,8 +382,12 @@ class FeatureCache(Callback):
             restart_workers(patch.loader)
             patch.worker_cache_id = patch.served
 
-    def _prepare(self, patch: DatasetPatch, name: str) -> None:
-        """Decide whether ``patch`` serves cached features for the coming epoch/run."""
+    def _prepare(self, patch: DatasetPatch, name: str, planned: list[int] | None) -> None:
+        """Decide whether ``patch`` serves cached features for the coming epoch/run.
+
+        ``planned``: the samples the epoch/run fetches when a limit cuts it short (the cache
+        holds those only, and grows when a later epoch needs others), ``None`` for all.
+        """
         assert self._backbone is not None
         if not self.backbone_frozen():
             self._invalidate(f"a backbone parameter requires grad at the start of the {name} epoch")
@@ -382,18 +415,33 @@ class FeatureCache(Callback):
                 )
                 patch.serving = False
                 return
-        if patch.store is None:
+        if planned is not None and not planned:  # the loop fetches nothing (max_steps reached)
             patch.serving = False
-            if not self._build(patch, name):
+            return
+        if patch.store is None or (planned is not None and patch.store.missing(planned)):
+            patch.serving = False
+            if not self._build(patch, name, planned):
                 patch.eligible = False
                 return
         patch.serving = True
 
-    def _build(self, patch: DatasetPatch, name: str) -> bool:
+    def _build(self, patch: DatasetPatch, name: str, planned: list[int] | None) -> bool:
+        """Build the cache of ``patch`` (all its samples, or grow it by the ``planned`` ones it lacks)."""
         trainer = self._trainer
         assert trainer is not None and self._original_forward is not None
-        indices, gather = shard_indices(trainer, patch.loader)
-        found = augmentation_found(patch.dataset, patch.raw, indices)
+        keep = patch.store
+        if planned is None:
+            indices, gather = shard_indices(trainer, patch.loader)
+        else:
+            # this rank's own batches (its sampler's shard), so nothing to gather
+            indices = planned if keep is None else keep.missing(planned)
+            indices, gather = list(dict.fromkeys(indices)), False
+            rank_zero_info(
+                f"FeatureCache: the loop fetches only part of the {name} loader (fast_dev_run, "
+                f"limit_*_batches, overfit_batches or max_steps): caching the {len(indices)} "
+                f"{'more ' if keep is not None else ''}samples it uses of {len(patch.dataset)}."
+            )
+        found = [] if keep is not None else augmentation_found(patch.dataset, patch.raw, indices)
         if found:
             message = (
                 f"FeatureCache: the {name} data set is randomly augmented ({', '.join(found[:3])}); "
@@ -419,6 +467,7 @@ class FeatureCache(Callback):
             next(_cache_ids),
             name,
             self.build_batch_size,
+            keep,
         )
         self.computed_samples += result.computed_samples
         self.last_estimate_bytes = result.estimate_bytes or self.last_estimate_bytes
@@ -426,6 +475,8 @@ class FeatureCache(Callback):
             self._warn_once(f"build-{name}", result.problem)
         if result.store is None:
             return False
+        if keep is not None:
+            keep.release()  # its rows are in the new store; batches still holding its id reload
         patch.store = result.store
         self._patch_of_cache[result.store.cache_id] = patch
         self.builds += 1

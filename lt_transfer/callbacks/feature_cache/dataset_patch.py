@@ -4,7 +4,9 @@
 one, then applies its collate function. Installing a callable object under that name on the
 *instance* changes nothing else about the loader (sampler, shuffling, shard, workers, collate
 function): while the cache serves, the call returns cached samples, otherwise the data set's
-own samples (its own ``__getitems__`` or ``__getitem__``, transform included).
+own samples (its own ``__getitems__`` or ``__getitem__``, transform included). A cache may hold
+only some samples (the batches a limited loop fetches, see ``limits.py``): a batch with any
+sample outside it is served as the data set's own samples, so the backbone computes it.
 
 Loader worker processes hold a copy of the data set taken when they start, this object
 included: :attr:`DatasetPatch.worker_cache_id` remembers what the loader's persistent workers
@@ -72,9 +74,9 @@ class DatasetPatch:
         self.worker_cache_id = self.served
 
     def __call__(self, indices: Sequence[int]) -> list[Any]:
-        if self.serving and self.store is not None:
+        if self.serving and self.store is not None and self.store.holds(indices):
             return self.store.samples(indices)
-        return self.raw(indices)
+        return self.raw(indices)  # a batch with a sample the cache lacks is loaded as it is
 
     def raw(self, indices: Sequence[int]) -> list[Any]:
         """The data set's own samples for ``indices`` (its transform applied)."""

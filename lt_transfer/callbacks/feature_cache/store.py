@@ -155,6 +155,50 @@ class FeatureStore:
         for target, field in zip(self.fields, fields, strict=True):
             target[rows] = field.cpu()
 
+    def holds(self, indices: Sequence[int]) -> bool:
+        """Whether every data-set index in ``indices`` has a row here.
+
+        Example:
+            >>> store = FeatureStore(4, [1, 3], SampleLayout("tensor", (), None), cache_id=1)
+            >>> store.holds([3, 1]), store.holds([1, 2])
+            (True, False)
+        """
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return bool((self.row_of[index] >= 0).all())
+
+    def missing(self, indices: Sequence[int]) -> list[int]:
+        """The data-set indices in ``indices`` without a row here, once each, in order.
+
+        Example:
+            >>> store = FeatureStore(5, [1, 3], SampleLayout("tensor", (), None), cache_id=1)
+            >>> store.missing([4, 1, 0, 4])
+            [4, 0]
+        """
+        unique = list(dict.fromkeys(int(i) for i in indices))
+        if not unique:
+            return []
+        absent = (self.row_of[torch.as_tensor(unique, dtype=torch.long)] < 0).tolist()
+        return [i for i, gone in zip(unique, absent, strict=True) if gone]
+
+    def held_indices(self) -> torch.Tensor:
+        """The data-set indices that have a row, ascending."""
+        return torch.nonzero(self.row_of >= 0).flatten()
+
+    def copy_rows(self, other: FeatureStore) -> None:
+        """Copy every row of ``other`` (same data set and layout) into this store.
+
+        Raises:
+            ValueError: a row of ``other`` has no place here.
+        """
+        assert self.features is not None and other.features is not None
+        indices = other.held_indices()
+        if not self.holds(indices.tolist()):
+            raise ValueError("FeatureStore.copy_rows: the other store holds samples this one has no row for.")
+        source, target = other.row_of[indices], self.row_of[indices]
+        self.features[target] = other.features[source].to(self.features.dtype)
+        for mine, theirs in zip(self.fields, other.fields, strict=True):
+            mine[target] = theirs[source]
+
     def samples(self, indices: Sequence[int]) -> list[Any]:
         """Cached samples for data-set ``indices``, shaped as the data set's own."""
         index = torch.as_tensor(list(indices), dtype=torch.long)
