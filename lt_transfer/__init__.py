@@ -18,6 +18,7 @@ from lt_transfer.backbones import (
     LeNetBackbone,
     Preprocessing,
     ResNet1DBackbone,
+    SmallCNNBackbone,
     build_backbone,
 )
 from lt_transfer.callbacks.bss import BSS
@@ -102,6 +103,7 @@ __all__ = [
     "ProxyADistance",
     "RankingTable",
     "ResNet1DBackbone",
+    "SmallCNNBackbone",
     "SoftNeighborhoodDensity",
     "TargetValidation",
     "SourceFreeAdaptationModule",

@@ -12,9 +12,10 @@ of each failure. The exit status is 1 when a recipe fails.
 development machine's cores) and is printed with the table, since times depend on it.
 
 A recipe that needs a file only a previous run makes gets a stand-in here, listed under the
-table: ``mnist_distillation.yaml`` distils a teacher checkpoint that the user trains first
-(README, "Knowledge distillation"); the smoke run uses an untrained torchvision MobileNetV2 of
-the same family with its first ten classes as the ten digits.
+table: ``mnist_distillation.yaml`` and ``distill_for_deployment.yaml`` distil a teacher
+checkpoint that the user trains first (README, "Knowledge distillation" and "Distillation for
+deployment"); the smoke run uses an untrained torchvision MobileNetV2 of the same family with
+its first ten classes as the ten digits.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Extra arguments a recipe needs to run on its own, with the reason (printed under the table).
+_TEACHER_STAND_IN = (
+    [
+        "--model.init_args.teacher=torchvision/mobilenet_v2",
+        "--model.init_args.class_mapping=[0,1,2,3,4,5,6,7,8,9]",
+    ],
+    "teacher: an untrained torchvision/mobilenet_v2 stands in for the teacher checkpoint",
+)
 STAND_INS: dict[str, tuple[list[str], str]] = {
-    "mnist_distillation.yaml": (
-        [
-            "--model.init_args.teacher=torchvision/mobilenet_v2",
-            "--model.init_args.class_mapping=[0,1,2,3,4,5,6,7,8,9]",
-        ],
-        "teacher: an untrained torchvision/mobilenet_v2 stands in for the teacher checkpoint",
-    ),
+    "mnist_distillation.yaml": _TEACHER_STAND_IN,
+    "distill_for_deployment.yaml": _TEACHER_STAND_IN,
 }
 
 

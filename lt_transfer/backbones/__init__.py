@@ -13,6 +13,7 @@ One job per file:
   their layer groups, weights (EfficientNet-PyTorch-style files included) and preprocessing;
 * :mod:`~lt_transfer.backbones.hf`: Hugging Face encoders and tokenizers;
 * :mod:`~lt_transfer.backbones.lenet`: :class:`LeNetBackbone`;
+* :mod:`~lt_transfer.backbones.small_cnn`: :class:`SmallCNNBackbone` (distillation students);
 * :mod:`~lt_transfer.backbones.ts`: 1-D time-series networks (:class:`FCNBackbone`,
   :class:`ResNet1DBackbone`, :class:`InceptionTimeBackbone`), ``build_backbone("ts/<name>")``;
 * :mod:`~lt_transfer.backbones.teacher`: :func:`load_teacher` for distillation;
@@ -38,6 +39,7 @@ from lt_transfer.backbones.base import Backbone, LayerGroup, matches_prefix
 from lt_transfer.backbones.build import build_backbone, resolve_preprocessing
 from lt_transfer.backbones.lenet import LeNetBackbone
 from lt_transfer.backbones.preprocessing import Preprocessing
+from lt_transfer.backbones.small_cnn import SmallCNNBackbone
 from lt_transfer.backbones.teacher import load_teacher
 from lt_transfer.backbones.timm import (
     build_timm_backbone,
@@ -98,6 +100,7 @@ __all__ = [
     "Preprocessing",
     "ResNet1DBackbone",
     "ResolvedWeights",
+    "SmallCNNBackbone",
     "TimeSeriesBackbone",
     "architecture_only",
     "architecture_only_active",
