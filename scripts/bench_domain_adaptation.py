@@ -28,122 +28,32 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import time
-from datetime import datetime, timezone
-from typing import Any, get_args
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from _digit_shifts import (
+    TRAINED,
+    accuracy,
+    add_network_arguments,
+    add_shift_arguments,
+    build_model,
+    datamodule,
+    print_header,
+    sgd,
+    shift_name,
+    trainer,
+)
 
 from lt_transfer import TENT, AdaBN, SourceFreeAdaptationModule
-from lt_transfer.backbones import LeNetBackbone
-from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, DomainName
+from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
 from lt_transfer.losses import dann_lr_factor
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 
-DOMAINS: tuple[str, ...] = get_args(DomainName)
-DEFAULT_SHIFTS = ("mnist:mnist_m", "mnist:sklearn_digits")
-#: DomainAdaptationModule arguments of each trained method (everything else: the module's defaults).
-TRAINED: dict[str, dict[str, Any]] = {
-    "source_only": {"method": "source_only"},
-    "dann": {"method": "dann"},
-    "mmd": {"method": "mmd"},
-    "coral": {"method": "coral"},
-    "cdan": {"method": "cdan"},
-    "mcc": {"method": "mcc"},
-    "dann_mcc": {"method": "dann", "mcc_weight": 1.0},
-    "self_training": {"method": "self_training"},
-}
 ON_SOURCE_MODEL = ("shot", "tent", "adabn")
 METHODS = (*TRAINED, *ON_SOURCE_MODEL, "oracle")
-ADVERSARIAL = ("dann", "cdan", "dann_mcc")
-
-
-def parse_shift(value: str) -> tuple[str, str]:
-    source, _, target = value.partition(":")
-    if source not in DOMAINS or target not in DOMAINS:
-        raise argparse.ArgumentTypeError(
-            f"--shift {value!r}: expected SOURCE:TARGET with both in {list(DOMAINS)}, e.g. mnist:mnist_m"
-        )
-    return source, target
-
-
-def shift_name(shift: tuple[str, str]) -> str:
-    return f"{shift[0]}→{shift[1]}"
-
-
-def trainer(args: argparse.Namespace, **kwargs: Any) -> pl.Trainer:
-    options: dict[str, Any] = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
-
-
-def sgd(args: argparse.Namespace) -> Any:
-    return lambda params: torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=5e-4)
-
-
-@torch.no_grad()
-def accuracy(
-    model: torch.nn.Module, dataset: TensorDataset, args: argparse.Namespace, callback: Any = None
-) -> float:
-    """Target accuracy in %; with a test-time callback, predicted through ``trainer.predict``."""
-    x, y = dataset.tensors
-    if callback is not None:
-        loader = DataLoader(TensorDataset(x), batch_size=args.tta_batch_size)
-        probabilities = trainer(args, callbacks=[callback]).predict(model, loader)
-        return 100.0 * float((torch.cat(probabilities).argmax(-1) == y).float().mean())
-    model.eval()
-    chunks = range(0, len(y), 1000)
-    correct = sum(int((model(x[i : i + 1000]).argmax(-1) == y[i : i + 1000]).sum()) for i in chunks)
-    return 100.0 * correct / len(y)
-
-
-def datamodule(
-    args: argparse.Namespace, source: str, target: str, seed: int, source_free: bool = False
-) -> DomainAdaptationDataModule:
-    dm = DomainAdaptationDataModule(
-        source,  # type: ignore[arg-type]
-        target,  # type: ignore[arg-type]
-        source_samples=args.source_samples,
-        target_samples=args.target_samples,
-        val_samples=200,
-        target_val_samples=args.target_val_samples,
-        batch_size=args.batch_size,
-        num_workers=0,
-        seed=seed,
-        source_free=source_free,
-    )
-    dm.setup("fit")
-    return dm
-
-
-def build_model(args: argparse.Namespace, method: str, trade_off: float) -> DomainAdaptationModule:
-    kwargs = dict(TRAINED["source_only" if method == "oracle" else method])
-    if method in ADVERSARIAL:
-        kwargs.update(discriminator_hidden=args.disc_hidden, discriminator_depth=args.disc_depth)
-        kwargs.update(trade_off_on=args.trade_off_on)
-    if kwargs["method"] != "source_only":
-        kwargs["trade_off"] = trade_off
-    features = None if args.flat_features else 128
-    return DomainAdaptationModule(
-        LeNetBackbone(num_features=features, batch_norm=not args.no_batch_norm),
-        head_hidden=tuple(args.head_hidden),
-        joint_forward=args.joint_bn,
-        optimizer=sgd(args),
-        lr_annealing=True,
-        **kwargs,
-    )
 
 
 class _Annealing:
@@ -263,14 +173,7 @@ def print_table(args: argparse.Namespace, summary: dict[tuple[str, str], list[di
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument(
-        "--shift",
-        nargs="+",
-        type=parse_shift,
-        default=[parse_shift(s) for s in DEFAULT_SHIFTS],
-        metavar="SOURCE:TARGET",
-        help=f"domain pairs, each of {list(DOMAINS)} (default: {' '.join(DEFAULT_SHIFTS)})",
-    )
+    add_shift_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=500, help="optimizer steps per run (all methods)")
@@ -288,26 +191,10 @@ def main() -> None:
     parser.add_argument("--target-samples", type=int, default=10000)
     parser.add_argument("--target-val-samples", type=int, default=1000)
     parser.add_argument("--tta-batch-size", type=int, default=128, help="TENT/AdaBN prediction batch")
-    net = parser.add_argument_group("network (same for every method; defaults = the original benchmark)")
-    net.add_argument("--no-batch-norm", action="store_true", help="LeNetBackbone(batch_norm=False): paper")
-    net.add_argument(
-        "--flat-features", action="store_true", help="no FC layer: 768 flattened conv features, as the paper"
-    )
-    net.add_argument("--head-hidden", nargs="*", type=int, default=[], help="label predictor (paper 100 100)")
-    bn = net.add_mutually_exclusive_group()
-    bn.add_argument("--joint-bn", action="store_true", help="joint_forward=True: mixed source+target batches")
-    bn.add_argument("--separate-bn", action="store_true", help="joint_forward=False: per-domain BN (default)")
-    net.add_argument("--disc-hidden", type=int, default=256, help="DANN/CDAN discriminator width (paper 100)")
-    net.add_argument("--disc-depth", type=int, default=2, help="DANN/CDAN discriminator layers (paper 1)")
-    net.add_argument("--trade-off-on", choices=["loss", "reversal"], default="loss", help="DANN/CDAN option")
+    add_network_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(
-        f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
-    )
-    print(f"# args: {vars(args)}", flush=True)
+    print_header(args)
     trade_offs: dict[str, float] = {}
     for item in args.method_trade_off:
         method, _, value = item.partition("=")

@@ -8,7 +8,12 @@ from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
 from lt_transfer.callbacks.progressive_unfreezing import ProgressiveUnfreezing
-from lt_transfer.callbacks.target_validation import VALIDATOR_MODES, TargetValidation
+from lt_transfer.callbacks.target_validation import (
+    DEFAULT_MONITOR,
+    DEFAULT_VALIDATOR,
+    VALIDATOR_MODES,
+    TargetValidation,
+)
 from lt_transfer.callbacks.test_time_adaptation import TENT, AdaBN
 from lt_transfer.callbacks.weight_interpolation import (
     InterpolationSweep,
@@ -21,6 +26,8 @@ from lt_transfer.callbacks.weight_interpolation import (
 __all__: list[str] = [
     "AdaBN",
     "BSS",
+    "DEFAULT_MONITOR",
+    "DEFAULT_VALIDATOR",
     "DELTA",
     "DomainShiftReport",
     "FeatureCache",

@@ -11,6 +11,12 @@ The callback compares a monitored target metric from ``trainer.callback_metrics`
 baseline after every validation, logs the gap, and acts when the metric stays worse than
 the baseline. It works on any LightningModule: it only reads logged metrics (and, for
 ``action="restore"``, the module's ``state_dict``).
+
+**Without target labels** there is no ``val/target/acc``: monitor a label-free validator that
+:class:`~lt_transfer.TargetValidation` logs, e.g. ``monitor=DEFAULT_MONITOR``
+(``val/target/<DEFAULT_VALIDATOR>``, the validator the selection benchmark found best; both in
+:mod:`lt_transfer.callbacks.target_validation`) with ``baseline="initial"`` or a source-only
+run's log; ``mode`` then defaults to the validator's (``VALIDATOR_MODES``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
+
+from lt_transfer.callbacks.target_validation import VALIDATOR_MODES
 
 __all__ = ["NegativeTransferMonitor", "read_logged_metric"]
 
@@ -137,6 +145,11 @@ class NegativeTransferMonitor(Callback):
     consecutive bad checks (the first ``grace_checks`` validations are never bad: a model
     still adapting is allowed to start below the baseline).
 
+    ``mode=None`` (the default) is the validator's mode (:data:`VALIDATOR_MODES
+    <lt_transfer.callbacks.target_validation.VALIDATOR_MODES>`) when the last part of
+    ``monitor`` names a :class:`~lt_transfer.TargetValidation` validator (``"val/target/dev"``
+    → ``"min"``), else ``"max"``.
+
     Baselines (``baseline``):
 
     * a number: a fixed score, e.g. the target-only accuracy you measured;
@@ -177,7 +190,8 @@ class NegativeTransferMonitor(Callback):
     Args:
         monitor: the target metric, e.g. ``"val/target/acc"``.
         baseline: a number, ``"initial"``, ``"metric:<name>"`` or a log path (see above).
-        mode: ``"max"`` if higher is better, ``"min"`` if lower is better.
+        mode: ``"max"`` if higher is better, ``"min"`` if lower is better; ``None``: the
+            validator's mode for a ``TargetValidation`` validator, else ``"max"``.
         baseline_metric: metric name inside a baseline log (default: ``monitor``).
         baseline_reduce: ``"best"`` or ``"last"`` value of the baseline log.
         min_delta: tolerated shortfall before a check counts as bad (>= 0).
@@ -196,13 +210,15 @@ class NegativeTransferMonitor(Callback):
         >>> monitor = NegativeTransferMonitor("val/target/acc", baseline=0.8, action="stop")
         >>> round(monitor.gap(0.75), 4), round(monitor.gap(0.9), 4)  # > 0: transfer helps
         (-0.05, 0.1)
+        >>> NegativeTransferMonitor("val/target/dev", baseline="initial").mode  # a risk: lower is better
+        'min'
     """
 
     def __init__(
         self,
         monitor: str = "val/target/acc",
         baseline: float | str = "initial",
-        mode: Mode = "max",
+        mode: Mode | None = None,
         baseline_metric: str | None = None,
         baseline_reduce: Literal["best", "last"] = "best",
         min_delta: float = 0.0,
@@ -224,8 +240,11 @@ class NegativeTransferMonitor(Callback):
             raise ValueError(f"{name}(baseline={baseline!r}) must be a finite number.")
         if isinstance(baseline, str) and baseline.startswith(_METRIC_PREFIX) and not baseline[7:]:
             raise ValueError(f"{name}(baseline={baseline!r}): name the metric, e.g. 'metric:val/ref/acc'.")
-        if mode not in ("max", "min"):
-            raise ValueError(f"{name}(mode={mode!r}) must be 'max' (higher is better) or 'min'.")
+        if mode not in ("max", "min", None):
+            raise ValueError(
+                f"{name}(mode={mode!r}) must be 'max' (higher is better), 'min' or None (the mode of a "
+                "TargetValidation validator, else 'max')."
+            )
         if baseline_reduce not in ("best", "last"):
             raise ValueError(f"{name}(baseline_reduce={baseline_reduce!r}) must be 'best' or 'last'.")
         if not (math.isfinite(min_delta) and min_delta >= 0):
@@ -238,7 +257,7 @@ class NegativeTransferMonitor(Callback):
             raise ValueError(f"{name}(action={action!r}) must be 'log', 'warn', 'stop' or 'restore'.")
         self.monitor = monitor
         self.baseline = baseline
-        self.mode = mode
+        self.mode: Mode = VALIDATOR_MODES.get(monitor.rsplit("/", 1)[-1], "max") if mode is None else mode
         self.baseline_metric = baseline_metric or monitor
         self.baseline_reduce = baseline_reduce
         self.min_delta = float(min_delta)

@@ -33,7 +33,15 @@ validator    what it measures (paper); what it needs                    ``mode``
 
 ``dev`` is a risk, ``entropy`` an uncertainty: both ``mode="min"``. :data:`VALIDATOR_MODES` holds
 the modes for code, e.g.
-``ModelCheckpoint(monitor="val/target/dev", mode=VALIDATOR_MODES["dev"])``. The values are
+``ModelCheckpoint(monitor="val/target/dev", mode=VALIDATOR_MODES["dev"])``.
+
+**Which one to trust**: :data:`DEFAULT_VALIDATOR` is the validator that the selection benchmark
+(``scripts/bench_selection.py``: regret and Spearman correlation with target test accuracy
+over the checkpoints of a sweep of methods, trade-offs and seeds on both digit shifts) found
+best; the DANN recipes (``configs/dann_*.yaml``) checkpoint on it and
+:class:`~lt_transfer.NegativeTransferMonitor` takes its ``mode`` from :data:`VALIDATOR_MODES`
+when it monitors ``val/target/<validator>`` (``monitor=DEFAULT_MONITOR``) on a target without
+labels. The values are
 computed by the torchmetrics of :mod:`lt_transfer.metrics`: under DDP every rank gathers all
 samples, so the logged value is the single-process value on the samples the ranks saw (a
 ``DistributedSampler`` pads a loader whose length the world size does not divide by
@@ -77,7 +85,14 @@ from lt_transfer.metrics import (
     SoftNeighborhoodDensity,
 )
 
-__all__ = ["OPTION_DEFAULTS", "VALIDATOR_MODES", "TargetValidation", "Validator"]
+__all__ = [
+    "DEFAULT_MONITOR",
+    "DEFAULT_VALIDATOR",
+    "OPTION_DEFAULTS",
+    "VALIDATOR_MODES",
+    "TargetValidation",
+    "Validator",
+]
 
 Validator = Literal["snd", "bnm", "im", "entropy", "dev", "silhouette", "source_acc"]
 
@@ -91,6 +106,12 @@ VALIDATOR_MODES: dict[str, Literal["max", "min"]] = {
     "silhouette": "max",
     "source_acc": "max",
 }
+#: The validator to select checkpoints with when the target has no labels (``scripts/bench_selection.py``).
+#: Provisional until that benchmark's full run: the recipes ``configs/dann_*.yaml`` monitor
+#: ``val/target/<DEFAULT_VALIDATOR>`` with its mode (a test keeps them in line with this constant).
+DEFAULT_VALIDATOR: Validator = "im"
+#: The logged name of :data:`DEFAULT_VALIDATOR` under the default ``log_prefix``.
+DEFAULT_MONITOR = f"val/target/{DEFAULT_VALIDATOR}"
 #: Values of the validator-specific options when they are ``None`` (and the validator is chosen).
 OPTION_DEFAULTS: dict[str, Any] = {
     "snd_temperature": 0.05,

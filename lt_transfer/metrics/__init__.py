@@ -1,5 +1,6 @@
-"""Target-label-free validation metrics (torchmetrics), domain-distance measures, and forecast
-accuracy (MASE, sMAPE) with the reference forecasts it is compared with."""
+"""Target-label-free validation metrics (torchmetrics), how well they select checkpoints (regret,
+Spearman correlation), domain-distance measures, and forecast accuracy (MASE, sMAPE) with the
+reference forecasts it is compared with."""
 
 from lt_transfer.metrics.batch_nuclear_norm import BatchNuclearNorm, BNMLoss, batch_nuclear_norm, bnm_loss
 from lt_transfer.metrics.class_silhouette import ClassSilhouette, class_silhouette
@@ -18,6 +19,7 @@ from lt_transfer.metrics.forecasting import SMAPE, MeanAbsoluteScaledError, mase
 from lt_transfer.metrics.information_maximization import InformationMaximization, information_maximization
 from lt_transfer.metrics.prediction_entropy import PredictionEntropy, prediction_entropy
 from lt_transfer.metrics.proxy_a_distance import ProxyADistance, linear_domain_error, proxy_a_distance
+from lt_transfer.metrics.selection import selected_checkpoints, selection_regret, spearman_correlation
 from lt_transfer.metrics.soft_neighborhood_density import SoftNeighborhoodDensity, soft_neighborhood_density
 
 __all__ = [
@@ -48,6 +50,9 @@ __all__ = [
     "prediction_entropy",
     "proxy_a_distance",
     "seasonal_naive_forecast",
+    "selected_checkpoints",
+    "selection_regret",
     "smape",
     "soft_neighborhood_density",
+    "spearman_correlation",
 ]

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
-from lt_transfer.callbacks import NegativeTransferMonitor
+from lt_transfer.callbacks import DEFAULT_MONITOR, DEFAULT_VALIDATOR, VALIDATOR_MODES, NegativeTransferMonitor
 from lt_transfer.callbacks.negative_transfer import read_logged_metric
 
 # 4 Gaussian classes in 8-D; the target domain is the source shifted by 0.5.
@@ -217,3 +217,14 @@ def test_fast_dev_run_reads_no_baseline_and_needs_no_sanity_check(tmp_path):
             callbacks=[NegativeTransferMonitor(baseline=str(tmp_path / "no"))],
             fast_dev_run=True,
         )
+
+
+def test_mode_defaults_to_the_mode_of_a_label_free_validator():
+    """Without target labels the monitor watches a TargetValidation validator; its mode comes along."""
+    assert NegativeTransferMonitor().mode == "max"  # val/target/acc
+    assert NegativeTransferMonitor("val/loss").mode == "max"  # not a validator: as before
+    assert NegativeTransferMonitor("val/target/dev").mode == "min"
+    assert NegativeTransferMonitor("val/target/entropy", baseline=1.0).gap(0.4) == pytest.approx(0.6)
+    assert NegativeTransferMonitor("val/target/snd").mode == "max"
+    assert NegativeTransferMonitor(DEFAULT_MONITOR).mode == VALIDATOR_MODES[DEFAULT_VALIDATOR]
+    assert NegativeTransferMonitor("val/target/dev", mode="max").mode == "max"  # an explicit mode wins

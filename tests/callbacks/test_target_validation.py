@@ -11,12 +11,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_transfer import DomainAdaptationDataModule, DomainAdaptationModule, TargetValidation
-from lt_transfer.callbacks.target_validation import VALIDATOR_MODES
+from lt_transfer.callbacks.target_validation import DEFAULT_MONITOR, DEFAULT_VALIDATOR, VALIDATOR_MODES
 from lt_transfer.metrics import (
     batch_nuclear_norm,
     class_silhouette,
@@ -264,3 +265,36 @@ def test_one_line_in_a_cli_recipe(tmp_path: Path):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`Trainer.fit` stopped" in result.stdout + result.stderr
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("dann_*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_dann_recipes_checkpoint_on_the_default_validator(recipe: Path):
+    """The recipes follow DEFAULT_VALIDATOR: change the constant and this test names the recipes to update."""
+    callbacks = yaml.safe_load(recipe.read_text())["trainer"]["callbacks"]
+    [validation] = [c for c in callbacks if c["class_path"] == "lt_transfer.TargetValidation"]
+    [checkpoint] = [c for c in callbacks if c["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"]
+    assert DEFAULT_VALIDATOR in validation["init_args"]["validators"]
+    assert checkpoint["init_args"] == {"monitor": DEFAULT_MONITOR, "mode": VALIDATOR_MODES[DEFAULT_VALIDATOR]}
+    assert DEFAULT_MONITOR == TargetValidation([DEFAULT_VALIDATOR]).monitor(DEFAULT_VALIDATOR)
+
+
+def test_dann_recipe_keeps_the_best_label_free_checkpoint(tmp_path: Path):
+    """A short real run of the recipe: ModelCheckpoint finds val/target/<default> and saves its best."""
+    command = [
+        sys.executable, "-m", "lt_transfer.cli", "fit", "--config", str(RECIPES[0].with_name(
+            "dann_mnist_to_mnistm.yaml")), "--trainer.accelerator=cpu", "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--data.init_args.source_samples=256", "--data.init_args.target_samples=256",
+        "--data.init_args.val_samples=128", "--data.init_args.target_val_samples=128",
+        "--data.init_args.test_samples=64",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [checkpoint] = (tmp_path / "lightning_logs").rglob("*.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["callbacks"]
+    [(key, saved)] = [(k, v) for k, v in state.items() if k.startswith("ModelCheckpoint")]
+    assert f"'monitor': '{DEFAULT_MONITOR}'" in key
+    assert torch.isfinite(torch.as_tensor(saved["best_model_score"]))
