@@ -24,7 +24,7 @@ from lt_transfer.backbones import (
 from lt_transfer.callbacks.bss import BSS
 from lt_transfer.callbacks.delta import DELTA
 from lt_transfer.callbacks.domain_report import DomainShiftReport
-from lt_transfer.callbacks.feature_cache import FeatureCache
+from lt_transfer.callbacks.feature_cache import FeatureCache, FeatureCacheMemoryError
 from lt_transfer.callbacks.l2sp import L2SP
 from lt_transfer.callbacks.negative_transfer import NegativeTransferMonitor
 from lt_transfer.callbacks.prediction_writer import PredictionWriter
@@ -41,6 +41,7 @@ from lt_transfer.data import (
     TextClassificationDataModule,
     TimeSeriesClassificationDataModule,
     TweetSentimentDataModule,
+    TweetShiftDataModule,
 )
 from lt_transfer.freezing import freeze, unfreeze
 from lt_transfer.metrics import (
@@ -87,6 +88,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "FCNBackbone",
     "FeatureCache",
+    "FeatureCacheMemoryError",
     "ForecastingDataModule",
     "ImageFolderDataModule",
     "InceptionTimeBackbone",
@@ -114,6 +116,7 @@ __all__ = [
     "TransferClassifier",
     "TransferForecaster",
     "TweetSentimentDataModule",
+    "TweetShiftDataModule",
     "WeightInterpolation",
     "build_backbone",
     "freeze",

@@ -24,3 +24,12 @@ def test_import_lt_transfer_adds_no_transformers_or_peft_modules() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("OK")
+
+
+def test_documented_names_are_importable_from_the_package() -> None:
+    import lt_transfer
+
+    for name in ("TweetShiftDataModule", "FeatureCacheMemoryError", "ImageFolderDataModule", "PredictionWriter"):
+        assert name in lt_transfer.__all__ and getattr(lt_transfer, name) is not None, name
+    missing = [name for name in lt_transfer.__all__ if not hasattr(lt_transfer, name)]
+    assert not missing, missing

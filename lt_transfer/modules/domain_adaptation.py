@@ -76,6 +76,15 @@ from lt_transfer.modules._adaptation_arguments import (
 from lt_transfer.modules._base import ClassificationModule, NanPolicy, Stage
 from lt_transfer.optim import no_decay_parameter_ids, param_groups_for, resolve_backbone_lr_scale
 
+#: Literature names of methods that are spelled differently here, and what to use instead.
+_METHOD_HINTS = {
+    "dan": "DAN (Long et al. 2015) is method='mmd'",
+    "deep_coral": "Deep CORAL is method='coral'",
+    "cdan+e": "CDAN+E is method='cdan' (entropy conditioning on by default)",
+    "fixmatch": "FixMatch-style training is method='self_training'",
+    "shot": "SHOT needs no source data: use SourceFreeAdaptationModule",
+}
+
 __all__ = ["ADAPTATION_METHODS", "AdaptationMethod", "CDANMap", "DomainAdaptationModule", "METHOD_DEFAULTS"]
 
 _ADVERSARIAL = ("dann", "cdan")
@@ -240,7 +249,11 @@ class DomainAdaptationModule(ClassificationModule):
         ignore = ["optimizer", "backbone"] if isinstance(backbone, nn.Module) else ["optimizer"]
         self.save_hyperparameters(ignore=ignore)
         if method not in ADAPTATION_METHODS:
-            raise ValueError(f"{name}(method={method!r}) must be one of {list(ADAPTATION_METHODS)}.")
+            hint = _METHOD_HINTS.get(str(method).lower())
+            raise ValueError(
+                f"{name}(method={method!r}) must be one of {list(ADAPTATION_METHODS)}"
+                + (f"; {hint}." if hint else ".")
+            )
         given = {
             "trade_off": trade_off,
             "trade_off_on": trade_off_on,

@@ -173,6 +173,10 @@ def test_methods_and_joint_forward(method: str) -> None:
 def test_bad_arguments_and_inputs() -> None:
     with pytest.raises(ValueError, match="method='adda'"):
         DomainAdaptationModule(method="adda")
+    with pytest.raises(ValueError, match="DAN .* is method='mmd'"):
+        DomainAdaptationModule(method="dan")
+    with pytest.raises(ValueError, match="SourceFreeAdaptationModule"):
+        DomainAdaptationModule(method="shot")
     with pytest.raises(ValueError, match="trade_off=-1"):
         DomainAdaptationModule(trade_off=-1)
     with pytest.raises(ValueError, match="gamma=0"):
