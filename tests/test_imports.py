@@ -29,7 +29,8 @@ def test_import_lt_transfer_adds_no_transformers_or_peft_modules() -> None:
 def test_documented_names_are_importable_from_the_package() -> None:
     import lt_transfer
 
-    documented = ("TweetShiftDataModule", "FeatureCacheMemoryError", "ImageFolderDataModule", "PredictionWriter")
+    documented = ["TweetShiftDataModule", "FeatureCacheMemoryError"]
+    documented += ["ImageFolderDataModule", "PredictionWriter"]
     for name in documented:
         assert name in lt_transfer.__all__ and getattr(lt_transfer, name) is not None, name
     missing = [name for name in lt_transfer.__all__ if not hasattr(lt_transfer, name)]
