@@ -74,9 +74,12 @@ def test_logged_metrics_are_in_series_units() -> None:
 
 
 def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
-    data = ForecastingDataModule(
-        _series(count=8, length=40), horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32
-    )
+    # A periodic pattern whose swing is large next to its level: with mean scaling the windows'
+    # variation is then not a few percent of the input (a trend on a high level was learned by some
+    # seeds only; on this pattern seeds 0-4 all reach MASE 0.1-1.3 against the naive 2.1).
+    t = np.arange(40)
+    series = [list(20 + 10 * np.sin(t / 2 + i)) for i in range(8)]
+    data = ForecastingDataModule(series, horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32)
     model = _model(linear_window=WINDOW, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
     trainer = _trainer(max_epochs=25, limit_val_batches=0)
     trainer.fit(model, data)
