@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
-from lt_transfer.backbones import LeNetBackbone
+from lt_transfer.backbones import Backbone, LeNetBackbone
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 from tests.conftest import make_tiny_backbone
@@ -168,6 +168,65 @@ def test_methods_and_joint_forward(method: str) -> None:
         model.hparams.joint_forward = True
         model.compute_losses(batch, coefficient=1.0)
         assert sizes == [10]  # source and target forwarded together (BatchNorm sees both)
+
+
+def _reference_mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased multi-kernel MMD², written out: Gaussian kernels at (0.25 ... 4) x the lower median
+    of the pooled off-diagonal squared distances (a constant: the bandwidth takes no gradient)."""
+    pooled = torch.cat([x, y])
+    d2 = ((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1)
+    off = d2[~torch.eye(len(pooled), dtype=torch.bool)].detach()
+    sigma2 = off.sort().values[(len(off) - 1) // 2]
+    k = sum(torch.exp(-d2 / (m * sigma2)) for m in (0.25, 0.5, 1.0, 2.0, 4.0)) / 5
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = k[:m, :m], k[m:, m:], k[:m, m:]
+    return (
+        (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+        + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
+
+
+def _reference_coral(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Deep CORAL written out: squared Frobenius distance of the unbiased covariances / (4 d²)."""
+    cx, cy = torch.cov(x.T), torch.cov(y.T)
+    return ((cx - cy) ** 2).sum() / (4 * x.shape[1] ** 2)
+
+
+@pytest.mark.parametrize("method", ["mmd", "coral"])
+def test_alignment_term_enters_the_loss_with_its_sign_and_weight(method: str) -> None:
+    """loss = CE(source) + trade_off * coefficient * alignment(source features, target features),
+    value and gradient, against the formula written out here. A linear backbone keeps the
+    features O(1) so that the term is a sizeable part of the loss (0.1 to 0.25 of a loss of about 1.3): a term
+    added with the wrong sign, weight or without its gradient fails, and so does a term whose
+    gradient step does not reduce it. Tolerances: rtol=1e-4 on values, 1e-3 on gradients
+    (float32 sums in another order; measured differences below 1e-6 relative)."""
+    reference = _reference_mmd if method == "mmd" else _reference_coral
+    g = torch.Generator().manual_seed(3)
+    xs, xt = torch.randn(6, 3, 8, 8, generator=g), 3 * torch.randn(5, 3, 8, 8, generator=g) + 0.5
+    ys = torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(0)
+    linear = Backbone(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 8)), num_features=8)
+    model = DomainAdaptationModule(linear, num_classes=3, method=method, trade_off=0.7)
+    out = model.compute_losses({"source": (xs, ys), "target": [xt]}, coefficient=0.4)
+    fs, ft = model.backbone(xs), model.backbone(xt)
+    ce, term = torch.nn.functional.cross_entropy(model.head(fs), ys), reference(fs, ft)
+    assert float(term) > 0.05 and float(ce) < 5 * float(term)  # the term matters in the total
+    torch.testing.assert_close(out["transfer_loss"], term, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(out["loss"] - ce, 0.7 * 0.4 * term, rtol=1e-4, atol=1e-6)
+    params = list(model.backbone.parameters())
+    got = torch.autograd.grad(out["loss"], params)
+    want = torch.autograd.grad(ce + 0.7 * 0.4 * term, params, retain_graph=True)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    # a small step against the alignment term's gradient (largest change 1e-3) shrinks the gap
+    before = float(term)
+    grads = torch.autograd.grad(term, params)
+    scale = 1e-3 / max(float(grad.abs().max()) for grad in grads)
+    with torch.no_grad():
+        for p, grad in zip(params, grads, strict=True):
+            p -= scale * grad
+    assert float(reference(model.backbone(xs), model.backbone(xt))) < before
 
 
 def test_bad_arguments_and_inputs() -> None:
