@@ -59,6 +59,17 @@ def _scheduler(name: str, optimizer: torch.optim.Optimizer, max_lr: float | list
         first = sched.ExponentialLR(optimizer, gamma=0.9)
         second = sched.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
         return sched.ChainedScheduler([first, second], optimizer), "epoch"
+    if name == "cyclic":  # cycles Adam's beta1 too: the new groups' momentum must cycle with them
+        base_lr = [m / 10 for m in max_lr] if isinstance(max_lr, list) else max_lr / 10
+        return sched.CyclicLR(optimizer, base_lr=base_lr, max_lr=max_lr, step_size_up=3), "step"
+    if name == "cosine_warm_restarts":
+        return sched.CosineAnnealingWarmRestarts(optimizer, T_0=3, T_mult=2, eta_min=0.002), "step"
+    if name == "multiplicative":
+        return sched.MultiplicativeLR(optimizer, lambda epoch: 0.7), "epoch"
+    if name == "constant":
+        return sched.ConstantLR(optimizer, factor=0.5, total_iters=10), "step"
+    if name == "polynomial":
+        return sched.PolynomialLR(optimizer, total_iters=total, power=2.0), "step"
     if name == "hf_linear_warmup":
         from transformers import get_linear_schedule_with_warmup
 
@@ -80,6 +91,11 @@ SCHEDULERS = [
     "plateau",
     "sequential",
     "chained",
+    "cyclic",
+    "cosine_warm_restarts",
+    "multiplicative",
+    "constant",
+    "polynomial",
     "hf_linear_warmup",
     "hf_cosine_warmup",
 ]
@@ -135,38 +151,43 @@ def _trainer(tmp_path: Path, callbacks: list, max_epochs: int = 4, **kwargs) -> 
 
 
 class LrRecorder(pl.Callback):
-    """Record every group's lr at every training batch (after the unfreezing callback ran)."""
+    """Record every group's lr (and Adam's beta1, which CyclicLR cycles) at every training batch
+    (after the unfreezing callback ran)."""
 
     def __init__(self) -> None:
         self.lrs: list[list[float]] = []
+        self.beta1: list[list[float]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+        self.beta1.append([g["betas"][0] for g in trainer.optimizers[0].param_groups if "betas" in g])
 
 
 # ------------------------------------------------------------------ schedulers
 def _reference_lrs(
     name: str, scales: list[float], unfreeze_epochs: list[int], max_epochs: int
-) -> list[list[float]]:
+) -> tuple[list[list[float]], list[list[float]]]:
     """An independent uninterrupted run: every group is in the optimizer from the start with
-    lr = scale * head lr; the scheduler is stepped exactly as Lightning steps it."""
+    lr = scale * head lr; the scheduler is stepped exactly as Lightning steps it. Returns the lrs
+    and Adam's beta1 of the groups the real run has at each training batch."""
     params = [nn.Parameter(torch.zeros(1)) for _ in scales]
     base = 0.1
     optimizer = torch.optim.Adam(
         [{"params": [p], "lr": base * s} for p, s in zip(params, scales, strict=True)]
     )
     scheduler, interval = _scheduler(name, optimizer, max_lr=[base * s for s in scales])
-    lrs = []
+    lrs, beta1 = [], []
     for epoch in range(max_epochs):
         visible = 1 + sum(1 for e in unfreeze_epochs if e <= epoch)  # groups present in the real run
         for _ in range(STEPS_PER_EPOCH):
             lrs.append([g["lr"] for g in optimizer.param_groups][:visible])
+            beta1.append([g["betas"][0] for g in optimizer.param_groups][:visible])
             optimizer.step()
             if interval == "step":
                 scheduler.step()
         if interval == "epoch":
             scheduler.step(1.0) if name == "plateau" else scheduler.step()
-    return lrs
+    return lrs, beta1
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
@@ -182,9 +203,11 @@ def test_every_group_follows_its_scheduler_exactly(tmp_path: Path, name: str) ->
     recorder = LrRecorder()
     model = PlugInModule(scheduler=name)
     _trainer(tmp_path, [callback, recorder], max_epochs=5).fit(model, _loader())
-    expected = _reference_lrs(name, [1.0, 0.5, 0.5], [1, 3], 5)
+    expected, beta1 = _reference_lrs(name, [1.0, 0.5, 0.5], [1, 3], 5)
     assert [len(r) for r in recorder.lrs] == [len(r) for r in expected]
     for got, want in zip(recorder.lrs, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+    for got, want in zip(recorder.beta1, beta1, strict=True):
         assert got == pytest.approx(want, rel=1e-12, abs=0)
 
 
