@@ -19,6 +19,7 @@ from torch.optim import lr_scheduler as sched
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_transfer.callbacks import ProgressiveUnfreezing
+from tests.ddp import ddp_trainer, run_two_ranks
 
 STEPS_PER_EPOCH = 4
 
@@ -317,6 +318,44 @@ def test_ddp_ranks_identical_after_unfreeze(tmp_path: Path) -> None:
     trainer.fit(model, DataLoader(_data(64), batch_size=8, shuffle=True))
     diffs = json.loads(out.read_text())
     assert diffs == [0.0, 0.0, 0.0]
+
+
+def _resume_worker(rank: int, out: str) -> None:
+    def run(ckpt_path: str | None, callbacks: list) -> PlugInModule:
+        pl.seed_everything(0, verbose=False)
+        model = PlugInModule(scheduler="step")
+        unfreezing = ProgressiveUnfreezing(
+            [1, 3], groups_per_step=2, backbone="feature_extractor", backbone_lr_scale=0.5
+        )
+        trainer = ddp_trainer(
+            max_epochs=5, callbacks=[unfreezing, *callbacks], enable_checkpointing=bool(callbacks)
+        )
+        trainer.fit(model, DataLoader(_data(64), batch_size=8, shuffle=True), ckpt_path=ckpt_path)
+        return model
+
+    checkpoints = ModelCheckpoint(
+        dirpath=Path(out) / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True
+    )
+    results = {"uninterrupted": [p.detach().clone() for p in run(None, [checkpoints]).parameters()]}
+    for epoch in (1, 3):  # ends of the epochs of the two unfreeze steps
+        resumed = run(str(Path(out) / "ckpt" / f"epoch={epoch}.ckpt"), [])
+        results[f"resumed after epoch {epoch}"] = [p.detach().clone() for p in resumed.parameters()]
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_resume_after_an_unfreeze_keeps_ranks_identical_and_equals_uninterrupted(tmp_path: Path) -> None:
+    """Resumed under DDP from a checkpoint written after an unfreeze, the re-applied groups are
+    re-wrapped at fit start: the two ranks (different shards, so different gradients) stay
+    bit-identical and the run equals the uninterrupted DDP run bit for bit. Without the re-wrap
+    the re-applied groups are never all-reduced and the ranks differ by about 1e-2."""
+    run_two_ranks(_resume_worker, tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert list(ranks[0]) == ["uninterrupted", "resumed after epoch 1", "resumed after epoch 3"]
+    for name, params in ranks[0].items():
+        for index, (a, b) in enumerate(zip(params, ranks[1][name], strict=True)):
+            assert torch.equal(a, b), (name, index, float((a - b).abs().max()))
+        for a, b in zip(params, ranks[0]["uninterrupted"], strict=True):
+            assert torch.equal(a, b), name
 
 
 # -------------------------------------------------------------------- identity
