@@ -28,9 +28,9 @@ def _trainer(**kwargs) -> pl.Trainer:
     return pl.Trainer(**{**options, **kwargs})
 
 
-def _series(count: int = 4, length: int = 24) -> list[list[float]]:
+def _series(count: int = 4, length: int = 24, level: float = 50) -> list[list[float]]:
     t = np.arange(length)
-    return [list(50 * (i + 1) + 10 * np.sin(t / 2 + i) + t) for i in range(count)]
+    return [list(level * (i + 1) + 10 * np.sin(t / 2 + i) + t) for i in range(count)]
 
 
 def _data(**kwargs) -> ForecastingDataModule:
@@ -74,8 +74,13 @@ def test_logged_metrics_are_in_series_units() -> None:
 
 
 def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
+    """25 epochs of full fine-tuning on 8 series of a sine on a trend (no level offsets: with
+    levels of 50-400 the pattern is a ~1% ripple on each scaled window, and whether training beat
+    the naive forecast then depended on the thread count: MASE 1.99 at 1 thread, 2.34 at 2 vs
+    naive 2.22). Measured test MASE 0.94 / 1.30 / 0.84 at 1 / 2 / 4 threads vs naive 2.22; we
+    assert < 0.8 x naive (1.78), a margin of 0.48 over the worst measured."""
     data = ForecastingDataModule(
-        _series(count=8, length=40), horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32
+        _series(count=8, length=40, level=0), horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32
     )
     model = _model(linear_window=WINDOW, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
     trainer = _trainer(max_epochs=25, limit_val_batches=0)
@@ -85,7 +90,7 @@ def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
     naive = torch.tensor(np.stack([np.full(HORIZON, h[-1]) for h, _ in pairs]))
     target = torch.tensor(np.stack([t for _, t in pairs]))
     scales = torch.tensor([float(np.abs(np.diff(h)).mean()) for h, _ in pairs])
-    assert learned < mase(naive, target, scales).item()
+    assert learned < 0.8 * mase(naive, target, scales).item()
 
 
 def test_finetune_modes_and_param_groups() -> None:
