@@ -263,6 +263,8 @@ def test_resume_rebuilds_the_cache_with_the_same_results(tmp_path: Any) -> None:
 
 
 def test_ddp_spawn_each_rank_builds_its_shard_once() -> None:
+    """Exact sample counts (no tolerance); which features go with which sample is checked by
+    test_ddp_cached_features_pair_with_their_own_samples."""
     pl.seed_everything(0, verbose=False)
     model = Probe()
     train, val = loaders(n=40, val=16, drop_last=False)

@@ -147,6 +147,7 @@ class _RecordSteps(Callback):
 
 
 def test_ddp_spawn_two_ranks_equal_step_counts(tmp_path: Path) -> None:
+    """Exact step and batch counts on both ranks (no tolerance)."""
     # 40 source / 12 target samples, batch 4: per rank 20 source (5 batches) and 6 target
     # (2 batches) -> 5 steps per rank with the target cycled.
     trainer = _trainer(max_epochs=1, strategy="ddp_spawn", devices=2, callbacks=[_RecordSteps(str(tmp_path))])

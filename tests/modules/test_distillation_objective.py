@@ -58,7 +58,7 @@ class ExpectedLoss(Callback):
 
 
 @pytest.mark.parametrize(("alpha", "temperature"), [(0.1, 8.0), (0.5, 1.0), (0.3, 4.0), (0.0, 2.0)])
-def test_training_loss_is_alpha_ce_plus_one_minus_alpha_t_squared_kl(alpha: float, temperature: float) -> None:
+def test_training_loss_is_alpha_ce_plus_one_minus_alpha_t2_kl(alpha: float, temperature: float) -> None:
     """Every batch of a 2-epoch fit (the student changes between batches; the teacher has dropout
     and BatchNorm, which must stay in eval mode). Batch 1 holds unlabelled samples (-1), batch 2
     only unlabelled ones. Tolerance: rtol=1e-5 (float32 step vs float64 formula; measured < 1e-6).

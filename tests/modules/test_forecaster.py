@@ -151,6 +151,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_ddp_spawn_metrics_equal_single_process() -> None:
+    """Tolerance rel=1e-5: the same windows summed in another order over 2 ranks (float32)."""
     data = _data(holdout="test", batch_size=2)  # 4 test windows: 2 per rank, no padding
     model = _model()
     distributed = _trainer(strategy="ddp_spawn", devices=2).test(model, data, verbose=False)[0]
