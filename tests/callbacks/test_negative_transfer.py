@@ -74,6 +74,9 @@ def fit(train, model=None, epochs=5, callbacks=(), logger=False, ckpt_path=None,
 
 
 def test_permuted_source_is_flagged_matching_source_is_not(tmp_path):
+    """Real training of a small MLP (seeded). Measured: baseline 0.70 (asserted in (0.3, 0.9));
+    matching source, gaps +0.08 to +0.105 (asserted > 0 at the end); permuted source, gaps
+    -0.65 and -0.67 (asserted < -0.3, a margin of 0.35)."""
     # baseline: a target-only run on 8 labelled target samples, read back from its CSV log
     fit(blobs(8, 0.5, 1), logger=CSVLogger(tmp_path, name="target_only"))
     log_dir = tmp_path / "target_only" / "version_0"
