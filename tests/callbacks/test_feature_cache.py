@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from lt_transfer import FeatureCache, TransferClassifier
 from lt_transfer.callbacks import FeatureCacheMemoryError
@@ -397,6 +397,110 @@ def test_transfer_classifier_frozen_mode_train_is_not_cached() -> None:
         fit(model, [cache], epochs=2).fit(model, data)
     assert cache.builds == 0
     assert int(model.backbone.model.stem[1].num_batches_tracked) == 2 * 4  # BatchNorm saw every batch
+
+
+class Stream(IterableDataset):
+    """The training samples as a stream: no sample index to cache by."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class TwoLoaderProbe(Probe):
+    """Trains on two training loaders at once (a dict of loaders: Lightning's CombinedLoader)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return sum(super(TwoLoaderProbe, self).training_step(batch[k], batch_idx) for k in ("a", "b"))
+
+
+class TokenRows(Dataset):
+    """Tokenizer-dict samples ``{"input_ids", "attention_mask", "labels"}``."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids = torch.arange(6) * (i + 1) % 20
+        mask = torch.ones(6, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(i % 3)}
+
+
+class TokenProbe(pl.LightningModule):
+    """A frozen embedding-bag "encoder" on tokenizer dicts; counts the samples it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.EmbeddingBag(20, 8).requires_grad_(False)
+        self.head = nn.Linear(8, 3)
+        self.backbone_samples = 0
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.backbone_samples += len(batch["input_ids"])
+        return self.backbone(batch["input_ids"])
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return F.cross_entropy(self.head(self.encode(inputs)), batch["labels"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.head.parameters(), lr=0.1)
+
+
+def test_loaders_the_cache_cannot_serve_warn_and_train_uncached() -> None:
+    """README: a map-style data set (sample indices), one training loader and a tensor input are
+    needed; otherwise the cache warns why and training runs uncached, exactly as without it."""
+    train, _ = loaders()
+    for make, data, match, samples in [
+        (Probe, DataLoader(Stream(train.dataset), batch_size=8), "IterableDataset", 2 * 40),
+        (TwoLoaderProbe, {"a": train, "b": train}, "single training DataLoader", 2 * 2 * 40),
+        (TokenProbe, DataLoader(TokenRows(), batch_size=8), "not one tensor", 2 * 16),
+    ]:
+        heads = []
+        for cache in (None, FeatureCache(cache_val=False)):
+            pl.seed_everything(0, verbose=False)
+            model = make()
+            if cache is None:
+                fit(model, [], epochs=2).fit(model, data)
+            else:
+                with pytest.warns(UserWarning, match=match):
+                    fit(model, [cache], epochs=2).fit(model, data)
+                assert cache.builds == 0 and model.backbone_samples >= samples
+            heads.append(model.head.weight.detach().clone())
+        assert torch.equal(heads[0], heads[1]), make.__name__
+
+
+def test_the_cache_size_is_logged_before_it_is_filled() -> None:
+    """README: the cache size is logged before the cache is filled: once the first build batch
+    gave the feature width, before the other batches run."""
+    import logging
+
+    events: list[str] = []
+    model = Probe()
+    model.backbone.model.register_forward_hook(lambda m, i, o: events.append("backbone"))
+
+    class Mark(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "FeatureCache: caching" in record.getMessage():
+                events.append(record.getMessage())
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    handler, level = Mark(level=logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        fit(model, [FeatureCache(cache_val=False)], epochs=1).fit(model, loaders()[0])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    # the build pass: 5 batches of 8, then every training batch is served from the cache
+    assert events[0] == "backbone" and events[2:] == ["backbone"] * 4
+    assert events[1].startswith("FeatureCache: caching 40 train samples x 8 features as float32")
 
 
 @pytest.mark.parametrize(

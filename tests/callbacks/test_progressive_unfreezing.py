@@ -546,6 +546,60 @@ def test_setup_errors(tmp_path: Path) -> None:
         _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(model, _loader())
 
 
+def test_optimizer_index_chooses_the_optimizer_and_leaves_the_others_untouched(tmp_path: Path) -> None:
+    """README: with several optimizers, ``optimizer_index=i`` receives the unfrozen groups."""
+
+    class TwoOptimizers(PlugInModule):
+        def __init__(self) -> None:
+            super().__init__(scheduler=None)
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            head, other = self.optimizers()
+            loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+            for optimizer in (head, other):
+                optimizer.zero_grad()
+            self.manual_backward(loss)
+            for optimizer in (head, other):
+                optimizer.step()
+
+        def configure_optimizers(self):
+            extra = nn.Parameter(torch.zeros(1))
+            self.register_parameter("extra", extra)
+            trainable = [p for p in self.classifier.parameters()]
+            return torch.optim.Adam(trainable, lr=0.1), torch.optim.SGD([extra], lr=0.1)
+
+    model = TwoOptimizers()
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", optimizer_index=0)
+    trainer = _trainer(tmp_path, [callback], max_epochs=2)
+    trainer.fit(model, _loader())
+    head, other = trainer.optimizers
+    backbone = {id(p) for p in model.feature_extractor.parameters()}
+    assert backbone <= {id(p) for g in head.param_groups for p in g["params"]}
+    assert len(other.param_groups) == 1
+    assert [id(p) for p in other.param_groups[0]["params"]] == [id(model.extra)]
+
+
+def test_no_backward_through_frozen_groups(tmp_path: Path) -> None:
+    """README: frozen groups take no part in backward (the frozen phase is faster): the output of
+    the frozen part does not require grad and its parameters never get a gradient."""
+    records: list[tuple[int, bool]] = []
+    model = PlugInModule(scheduler=None)
+    # groups 5, 3, 1, 0 unfreeze at epochs 1, 2, 3, 4: the BatchNorm (group 1) is frozen until 3
+    model.feature_extractor[1].register_forward_hook(
+        lambda m, i, out: records.append((model.current_epoch, out.requires_grad)) if model.training else None
+    )
+
+    class NoGrad(pl.Callback):
+        def on_after_backward(self, trainer, pl_module):
+            if trainer.current_epoch < 3:
+                assert all(p.grad is None for p in pl_module.feature_extractor[:2].parameters())
+
+    callback = ProgressiveUnfreezing(1, every_n_epochs=1, backbone="feature_extractor")
+    _trainer(tmp_path, [callback, NoGrad()], max_epochs=4).fit(model, _loader())
+    assert {epoch: flag for epoch, flag in records} == {0: False, 1: False, 2: False, 3: True}
+
+
 @pytest.mark.parametrize("strategy", ["DeepSpeedStrategy", "FSDPStrategy"])
 def test_sharding_strategies_are_rejected(strategy: str) -> None:
     fake = type(strategy, (), {})()

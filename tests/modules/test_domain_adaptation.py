@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -111,6 +112,27 @@ def test_unbounded_training_with_progress_schedule_raises() -> None:
     trainer = _trainer(max_steps=2, max_epochs=-1, limit_val_batches=0)
     trainer.fit(_model(method="mmd", schedule="constant"), _dm())
     assert trainer.global_step == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_finite_losses(precision: str) -> None:
+    """README: the domain loss is computed in float32, safe under bf16-mixed and 16-mixed."""
+    losses: list[float] = []
+
+    class Keep(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            losses.append(float(outputs["loss"]))
+            losses.append(float(trainer.callback_metrics["train/transfer_loss"]))
+
+    if precision == "16-mixed":  # on CPU only through the plugin (precision="16-mixed" means bf16 there)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        options: dict[str, object] = {"plugins": [MixedPrecision("16-mixed", "cpu", scaler)]}
+    else:
+        options = {"precision": precision}
+    for method in ("dann", "cdan"):
+        trainer = _trainer(max_steps=3, limit_val_batches=0, callbacks=[Keep()], **options)
+        trainer.fit(_model(method=method, schedule="constant"), _dm())
+    assert len(losses) == 2 * 2 * 3 and all(math.isfinite(v) for v in losses)
 
 
 def test_bf16_mixed_finite_losses_and_reversed_gradient() -> None:
