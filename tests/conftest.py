@@ -1,7 +1,11 @@
-"""Shared test helpers: tiny models and data that run in seconds on 2 CPU cores."""
+"""Shared test helpers: tiny models and data that run in seconds on 2 CPU cores, and the seeded
+random state every test starts from."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -31,6 +35,21 @@ def make_loader(
     x = torch.randn(n, 3, size, size, generator=generator)
     y = torch.randint(0, num_classes, (n,), generator=generator)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_random_state() -> None:
+    """Every test starts from the same global random state (torch, NumPy, ``random``).
+
+    A test that draws from a global generator without seeding it first (``torch.randn(4, 3)``)
+    would otherwise see whatever state the tests before it left, so its data, and whether it
+    passes, would depend on which tests ran before it. Processes a test spawns (``ddp_spawn``,
+    ``mp.spawn``) start unseeded: their workers seed themselves or build data with an explicit
+    ``torch.Generator``.
+    """
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture

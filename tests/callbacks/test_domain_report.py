@@ -157,6 +157,7 @@ class RankRecordingReport(DomainShiftReport):
 
 
 def test_ddp_spawn_only_rank_zero_writes(tmp_path):
+    """Exact (no tolerance): the files rank 0 alone writes, and equal results on both ranks."""
     out = tmp_path / "out"
     out.mkdir()
     report = RankRecordingReport(backbone="encoder", methods=["pca"], dirpath=str(out), dpi=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from lt_transfer import FeatureCache, TransferClassifier
 from lt_transfer.callbacks import FeatureCacheMemoryError
+from lt_transfer.callbacks.feature_cache import CachedFeatures
 from lt_transfer.data import ImageSplit, TransformedImages, image_transform
 from tests.conftest import make_tiny_backbone
+from tests.ddp import ddp_trainer, run_two_ranks
 
 
 class Probe(pl.LightningModule):
@@ -200,6 +203,16 @@ def test_random_augmentation_warns_and_trains_uncached() -> None:
         )
 
 
+class RoundFeatures(Callback):
+    """Rounds the backbone's output to a storage dtype and back (what a half-precision cache serves)."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = getattr(torch, dtype)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.backbone.register_forward_hook(lambda m, i, out: out.to(self.dtype).float())
+
+
 def test_memory_limit_errors_or_spills_to_a_memory_mapped_file(tmp_path: Any) -> None:
     train, _ = loaders()
     model = Probe()
@@ -214,13 +227,20 @@ def test_memory_limit_errors_or_spills_to_a_memory_mapped_file(tmp_path: Any) ->
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             seen.extend(os.listdir(tmp_path))
 
-    plain = run(None)
     cache = FeatureCache(max_memory_mb=1e-6, on_limit="memmap", memmap_dir=str(tmp_path), dtype="bfloat16")
     cached = run(cache, extra=[Look()])
     assert cache.last_estimate_bytes == 16 * 8 * 2  # the last build: 16 validation samples x 8 x bf16
     assert any(name.startswith("feature_cache_") for name in seen)
     assert os.listdir(tmp_path) == []  # removed in teardown
-    torch.testing.assert_close(cached.head.weight, plain.head.weight, rtol=0.05, atol=0.02)
+    # The independent computation: uncached training whose backbone output is rounded to
+    # bfloat16, which is what the bf16 store serves. Measured difference 0 (same operations on
+    # the same numbers); tolerance rtol=1e-5, atol=1e-6. A head trained one epoch less differs by
+    # about 1e-2 (asserted > 1e-3 below): the tolerance cannot hide a wrong number of epochs or
+    # features served from the wrong rows of the file.
+    rounded = run(None, extra=[RoundFeatures("bfloat16")])
+    torch.testing.assert_close(cached.head.weight, rounded.head.weight, rtol=1e-5, atol=1e-6)
+    shorter = run(None, epochs=2, extra=[RoundFeatures("bfloat16")])
+    assert (shorter.head.weight - rounded.head.weight).abs().max() > 1e-3
 
 
 def test_resume_rebuilds_the_cache_with_the_same_results(tmp_path: Any) -> None:
@@ -243,6 +263,8 @@ def test_resume_rebuilds_the_cache_with_the_same_results(tmp_path: Any) -> None:
 
 
 def test_ddp_spawn_each_rank_builds_its_shard_once() -> None:
+    """Exact sample counts (no tolerance); which features go with which sample is checked by
+    test_ddp_cached_features_pair_with_their_own_samples."""
     pl.seed_everything(0, verbose=False)
     model = Probe()
     train, val = loaders(n=40, val=16, drop_last=False)
@@ -252,6 +274,233 @@ def test_ddp_spawn_each_rank_builds_its_shard_once() -> None:
     # 16 validation samples as fixed shards: each computed once in all, whatever the epochs
     assert int(trainer.callback_metrics["backbone_samples"]) == 40 + 16
     assert trainer.callback_metrics["val_loss"].isfinite()
+
+
+class PairingProbe(Probe):
+    """A Probe that checks every cached batch against the real backbone run on the rows it names.
+
+    The independent computation: the backbone's own module (not the cache's wrapped forward) on
+    the data-set rows ``sample_indices`` of the batch, and the data set's labels of those rows.
+    """
+
+    def __init__(self, train: TensorDataset, val: TensorDataset) -> None:
+        super().__init__()
+        self.data = {"train": train.tensors, "val": val.tensors}
+        self.checked_rows = 0
+        self.max_error = 0.0
+        self.label_errors = 0
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor, split: str) -> None:
+        if not isinstance(x, CachedFeatures):
+            return
+        inputs, labels = self.data[split]
+        index = x.sample_indices.cpu()
+        with torch.no_grad():
+            want = self.backbone.model(inputs[index])
+        self.max_error = max(self.max_error, float((x.features - want).abs().max()))
+        self.label_errors += int((y.cpu() != labels[index]).sum())
+        self.checked_rows += len(index)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self._check(*batch, "train")
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._check(*batch, "val")
+        super().validation_step(batch, batch_idx)
+
+
+def _pairing_worker(rank: int, out: str) -> None:
+    results = {}
+    for cached in (False, True):
+        pl.seed_everything(0, verbose=False)
+        train, val = loaders(n=40, val=16, drop_last=False)
+        model = PairingProbe(train.dataset, val.dataset)
+        cache = FeatureCache() if cached else None
+        ddp_trainer(max_epochs=3, callbacks=[cache] if cache else []).fit(model, train, val)
+        results[cached] = {
+            "head": model.head.weight.detach().clone(),
+            "checked_rows": model.checked_rows,
+            "max_error": model.max_error,
+            "label_errors": model.label_errors,
+            "computed": cache.computed_samples if cache else 0,
+        }
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_cached_features_pair_with_their_own_samples(tmp_path: Path) -> None:
+    """Under DDP (2 processes, training shards reshuffled every epoch, so the shards are gathered;
+    validation shards fixed) every cached row holds the features and label of the sample it names,
+    and the heads equal uncached DDP training.
+
+    Tolerances: features within 1e-5 of the backbone rerun on those rows (measured difference
+    0); heads rtol=1e-5, atol=1e-6 (measured 0). Gathered rows paired with the wrong samples
+    differ by about 3e-2 (tried: the gathered indices taken in the other order).
+    """
+    run_two_ranks(_pairing_worker, tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for rank in ranks:
+        cached, plain = rank[True], rank[False]
+        # each rank: 3 epochs x 20 training rows + 3 validation runs x 8 rows, all served cached
+        assert cached["checked_rows"] == 3 * 20 + 3 * 8 and plain["checked_rows"] == 0
+        assert cached["max_error"] <= 1e-5 and cached["label_errors"] == 0
+        assert cached["computed"] == 20 + 8  # its own shards only: the training shard was gathered
+        torch.testing.assert_close(cached["head"], plain["head"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(ranks[0][True]["head"], ranks[1][True]["head"])
+
+
+class TrainModeProbe(Probe):
+    """A Probe whose frozen backbone follows the module's mode: BatchNorm (and ``dropout``) train."""
+
+    def __init__(self, dropout: bool = False) -> None:
+        super().__init__()
+        if dropout:
+            self.backbone.model.add_module("dropout", nn.Dropout(0.2))
+        self.backbone.train()
+
+    def train(self, mode: bool = True) -> TrainModeProbe:
+        pl.LightningModule.train(self, mode)
+        return self
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["batchnorm", "dropout"])
+def test_frozen_backbone_in_train_mode_is_never_cached(dropout: bool) -> None:
+    """Frozen parameters but BatchNorm/dropout in train mode: the features change every pass, so
+    the training cache warns, builds nothing and training is exactly the uncached one (validation
+    runs in eval mode, so its cache applies)."""
+
+    def run_train_mode(cache: FeatureCache | None) -> TrainModeProbe:
+        pl.seed_everything(0, verbose=False)
+        model = TrainModeProbe(dropout)
+        train, val = loaders()
+        fit(model, [cache] if cache else [], epochs=2).fit(model, train, val)
+        return model
+
+    plain = run_train_mode(None)
+    cache = FeatureCache()
+    with pytest.warns(UserWarning, match="in training mode"):
+        cached = run_train_mode(cache)
+    assert cache.builds == 1 and cache.computed_samples == 16  # the validation set only
+    assert plain.backbone_samples == 2 * 40 + 2 * 16 and cached.backbone_samples == 2 * 40 + 16
+    for a, b in zip(cached.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # weights and BatchNorm running statistics, bit for bit
+
+
+def test_transfer_classifier_frozen_mode_train_is_not_cached() -> None:
+    """``TransferClassifier(finetune="frozen", frozen_mode="train")``: BatchNorm of the frozen
+    backbone trains, so the cache must stay out (README: the cache applies only in eval mode)."""
+    split = ImageSplit(torch.randint(0, 255, (24, 28, 28), dtype=torch.uint8), torch.arange(24) % 3)
+    cache = FeatureCache(cache_val=False)
+    model = TransferClassifier(make_tiny_backbone(), num_classes=3, finetune="frozen", frozen_mode="train")
+    data = DataLoader(TransformedImages(split, image_transform(16)), batch_size=6, shuffle=True)
+    with pytest.warns(UserWarning, match="in training mode"):
+        fit(model, [cache], epochs=2).fit(model, data)
+    assert cache.builds == 0
+    assert int(model.backbone.model.stem[1].num_batches_tracked) == 2 * 4  # BatchNorm saw every batch
+
+
+class Stream(IterableDataset):
+    """The training samples as a stream: no sample index to cache by."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class TwoLoaderProbe(Probe):
+    """Trains on two training loaders at once (a dict of loaders: Lightning's CombinedLoader)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return sum(super(TwoLoaderProbe, self).training_step(batch[k], batch_idx) for k in ("a", "b"))
+
+
+class TokenRows(Dataset):
+    """Tokenizer-dict samples ``{"input_ids", "attention_mask", "labels"}``."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        ids = torch.arange(6) * (i + 1) % 20
+        mask = torch.ones(6, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(i % 3)}
+
+
+class TokenProbe(pl.LightningModule):
+    """A frozen embedding-bag "encoder" on tokenizer dicts; counts the samples it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.EmbeddingBag(20, 8).requires_grad_(False)
+        self.head = nn.Linear(8, 3)
+        self.backbone_samples = 0
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.backbone_samples += len(batch["input_ids"])
+        return self.backbone(batch["input_ids"])
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return F.cross_entropy(self.head(self.encode(inputs)), batch["labels"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.head.parameters(), lr=0.1)
+
+
+def test_loaders_the_cache_cannot_serve_warn_and_train_uncached() -> None:
+    """README: a map-style data set (sample indices), one training loader and a tensor input are
+    needed; otherwise the cache warns why and training runs uncached, exactly as without it."""
+    train, _ = loaders()
+    for make, data, match, samples in [
+        (Probe, DataLoader(Stream(train.dataset), batch_size=8), "IterableDataset", 2 * 40),
+        (TwoLoaderProbe, {"a": train, "b": train}, "single training DataLoader", 2 * 2 * 40),
+        (TokenProbe, DataLoader(TokenRows(), batch_size=8), "not one tensor", 2 * 16),
+    ]:
+        heads = []
+        for cache in (None, FeatureCache(cache_val=False)):
+            pl.seed_everything(0, verbose=False)
+            model = make()
+            if cache is None:
+                fit(model, [], epochs=2).fit(model, data)
+            else:
+                with pytest.warns(UserWarning, match=match):
+                    fit(model, [cache], epochs=2).fit(model, data)
+                assert cache.builds == 0 and model.backbone_samples >= samples
+            heads.append(model.head.weight.detach().clone())
+        assert torch.equal(heads[0], heads[1]), make.__name__
+
+
+def test_the_cache_size_is_logged_before_it_is_filled() -> None:
+    """README: the cache size is logged before the cache is filled: once the first build batch
+    gave the feature width, before the other batches run."""
+    import logging
+
+    events: list[str] = []
+    model = Probe()
+    model.backbone.model.register_forward_hook(lambda m, i, o: events.append("backbone"))
+
+    class Mark(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "FeatureCache: caching" in record.getMessage():
+                events.append(record.getMessage())
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    handler, level = Mark(level=logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        fit(model, [FeatureCache(cache_val=False)], epochs=1).fit(model, loaders()[0])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    # the build pass: 5 batches of 8, then every training batch is served from the cache
+    assert events[0] == "backbone" and events[2:] == ["backbone"] * 4
+    assert events[1].startswith("FeatureCache: caching 40 train samples x 8 features as float32")
 
 
 @pytest.mark.parametrize(

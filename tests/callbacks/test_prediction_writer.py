@@ -138,6 +138,7 @@ def test_bad_outputs_and_arguments(tmp_path: Path) -> None:
 
 
 def test_ddp_ranks_write_parts_and_rank_zero_merges(tmp_path: Path) -> None:
+    """Exact rows and order (no tolerance): each sample once, in sample order, padding dropped."""
     data = _data(tmp_path)  # 5 images: DistributedSampler pads the 2 shards to 3 + 3
     output = tmp_path / "ddp.csv"
     trainer = _trainer(

@@ -19,6 +19,7 @@ from torch.optim import lr_scheduler as sched
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_transfer.callbacks import ProgressiveUnfreezing
+from tests.ddp import ddp_trainer, run_two_ranks
 
 STEPS_PER_EPOCH = 4
 
@@ -59,6 +60,17 @@ def _scheduler(name: str, optimizer: torch.optim.Optimizer, max_lr: float | list
         first = sched.ExponentialLR(optimizer, gamma=0.9)
         second = sched.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
         return sched.ChainedScheduler([first, second], optimizer), "epoch"
+    if name == "cyclic":  # cycles Adam's beta1 too: the new groups' momentum must cycle with them
+        base_lr = [m / 10 for m in max_lr] if isinstance(max_lr, list) else max_lr / 10
+        return sched.CyclicLR(optimizer, base_lr=base_lr, max_lr=max_lr, step_size_up=3), "step"
+    if name == "cosine_warm_restarts":
+        return sched.CosineAnnealingWarmRestarts(optimizer, T_0=3, T_mult=2, eta_min=0.002), "step"
+    if name == "multiplicative":
+        return sched.MultiplicativeLR(optimizer, lambda epoch: 0.7), "epoch"
+    if name == "constant":
+        return sched.ConstantLR(optimizer, factor=0.5, total_iters=10), "step"
+    if name == "polynomial":
+        return sched.PolynomialLR(optimizer, total_iters=total, power=2.0), "step"
     if name == "hf_linear_warmup":
         from transformers import get_linear_schedule_with_warmup
 
@@ -80,6 +92,11 @@ SCHEDULERS = [
     "plateau",
     "sequential",
     "chained",
+    "cyclic",
+    "cosine_warm_restarts",
+    "multiplicative",
+    "constant",
+    "polynomial",
     "hf_linear_warmup",
     "hf_cosine_warmup",
 ]
@@ -135,38 +152,43 @@ def _trainer(tmp_path: Path, callbacks: list, max_epochs: int = 4, **kwargs) -> 
 
 
 class LrRecorder(pl.Callback):
-    """Record every group's lr at every training batch (after the unfreezing callback ran)."""
+    """Record every group's lr (and Adam's beta1, which CyclicLR cycles) at every training batch
+    (after the unfreezing callback ran)."""
 
     def __init__(self) -> None:
         self.lrs: list[list[float]] = []
+        self.beta1: list[list[float]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.lrs.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+        self.beta1.append([g["betas"][0] for g in trainer.optimizers[0].param_groups if "betas" in g])
 
 
 # ------------------------------------------------------------------ schedulers
 def _reference_lrs(
     name: str, scales: list[float], unfreeze_epochs: list[int], max_epochs: int
-) -> list[list[float]]:
+) -> tuple[list[list[float]], list[list[float]]]:
     """An independent uninterrupted run: every group is in the optimizer from the start with
-    lr = scale * head lr; the scheduler is stepped exactly as Lightning steps it."""
+    lr = scale * head lr; the scheduler is stepped exactly as Lightning steps it. Returns the lrs
+    and Adam's beta1 of the groups the real run has at each training batch."""
     params = [nn.Parameter(torch.zeros(1)) for _ in scales]
     base = 0.1
     optimizer = torch.optim.Adam(
         [{"params": [p], "lr": base * s} for p, s in zip(params, scales, strict=True)]
     )
     scheduler, interval = _scheduler(name, optimizer, max_lr=[base * s for s in scales])
-    lrs = []
+    lrs, beta1 = [], []
     for epoch in range(max_epochs):
         visible = 1 + sum(1 for e in unfreeze_epochs if e <= epoch)  # groups present in the real run
         for _ in range(STEPS_PER_EPOCH):
             lrs.append([g["lr"] for g in optimizer.param_groups][:visible])
+            beta1.append([g["betas"][0] for g in optimizer.param_groups][:visible])
             optimizer.step()
             if interval == "step":
                 scheduler.step()
         if interval == "epoch":
             scheduler.step(1.0) if name == "plateau" else scheduler.step()
-    return lrs
+    return lrs, beta1
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
@@ -182,9 +204,11 @@ def test_every_group_follows_its_scheduler_exactly(tmp_path: Path, name: str) ->
     recorder = LrRecorder()
     model = PlugInModule(scheduler=name)
     _trainer(tmp_path, [callback, recorder], max_epochs=5).fit(model, _loader())
-    expected = _reference_lrs(name, [1.0, 0.5, 0.5], [1, 3], 5)
+    expected, beta1 = _reference_lrs(name, [1.0, 0.5, 0.5], [1, 3], 5)
     assert [len(r) for r in recorder.lrs] == [len(r) for r in expected]
     for got, want in zip(recorder.lrs, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-12, abs=0)
+    for got, want in zip(recorder.beta1, beta1, strict=True):
         assert got == pytest.approx(want, rel=1e-12, abs=0)
 
 
@@ -280,6 +304,8 @@ class GatherParams(pl.Callback):
 
 
 def test_ddp_ranks_identical_after_unfreeze(tmp_path: Path) -> None:
+    """Exact: the largest parameter difference between the ranks is 0.0 after every epoch (without
+    the re-wrap after an unfreeze the unfrozen groups are never all-reduced and the ranks drift)."""
     out = tmp_path / "diffs.json"
     model = PlugInModule(scheduler="step")
     callback = ProgressiveUnfreezing(1, backbone="feature_extractor", backbone_lr_scale=0.5)
@@ -294,6 +320,44 @@ def test_ddp_ranks_identical_after_unfreeze(tmp_path: Path) -> None:
     trainer.fit(model, DataLoader(_data(64), batch_size=8, shuffle=True))
     diffs = json.loads(out.read_text())
     assert diffs == [0.0, 0.0, 0.0]
+
+
+def _resume_worker(rank: int, out: str) -> None:
+    def run(ckpt_path: str | None, callbacks: list) -> PlugInModule:
+        pl.seed_everything(0, verbose=False)
+        model = PlugInModule(scheduler="step")
+        unfreezing = ProgressiveUnfreezing(
+            [1, 3], groups_per_step=2, backbone="feature_extractor", backbone_lr_scale=0.5
+        )
+        trainer = ddp_trainer(
+            max_epochs=5, callbacks=[unfreezing, *callbacks], enable_checkpointing=bool(callbacks)
+        )
+        trainer.fit(model, DataLoader(_data(64), batch_size=8, shuffle=True), ckpt_path=ckpt_path)
+        return model
+
+    checkpoints = ModelCheckpoint(
+        dirpath=Path(out) / "ckpt", filename="{epoch}", save_top_k=-1, save_on_train_epoch_end=True
+    )
+    results = {"uninterrupted": [p.detach().clone() for p in run(None, [checkpoints]).parameters()]}
+    for epoch in (1, 3):  # ends of the epochs of the two unfreeze steps
+        resumed = run(str(Path(out) / "ckpt" / f"epoch={epoch}.ckpt"), [])
+        results[f"resumed after epoch {epoch}"] = [p.detach().clone() for p in resumed.parameters()]
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_resume_after_an_unfreeze_keeps_ranks_identical_and_equals_uninterrupted(tmp_path: Path) -> None:
+    """Resumed under DDP from a checkpoint written after an unfreeze, the re-applied groups are
+    re-wrapped at fit start: the two ranks (different shards, so different gradients) stay
+    bit-identical and the run equals the uninterrupted DDP run bit for bit. Without the re-wrap
+    the re-applied groups are never all-reduced and the ranks differ by about 1e-2."""
+    run_two_ranks(_resume_worker, tmp_path)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert list(ranks[0]) == ["uninterrupted", "resumed after epoch 1", "resumed after epoch 3"]
+    for name, params in ranks[0].items():
+        for index, (a, b) in enumerate(zip(params, ranks[1][name], strict=True)):
+            assert torch.equal(a, b), (name, index, float((a - b).abs().max()))
+        for a, b in zip(params, ranks[0]["uninterrupted"], strict=True):
+            assert torch.equal(a, b), name
 
 
 # -------------------------------------------------------------------- identity
@@ -480,6 +544,60 @@ def test_setup_errors(tmp_path: Path) -> None:
     model.automatic_optimization = False
     with pytest.raises(ValueError, match="2 optimizers; pass optimizer_index"):
         _trainer(tmp_path, [ProgressiveUnfreezing(1, backbone="feature_extractor")], 1).fit(model, _loader())
+
+
+def test_optimizer_index_chooses_the_optimizer_and_leaves_the_others_untouched(tmp_path: Path) -> None:
+    """README: with several optimizers, ``optimizer_index=i`` receives the unfrozen groups."""
+
+    class TwoOptimizers(PlugInModule):
+        def __init__(self) -> None:
+            super().__init__(scheduler=None)
+            self.automatic_optimization = False
+
+        def training_step(self, batch, batch_idx):
+            head, other = self.optimizers()
+            loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+            for optimizer in (head, other):
+                optimizer.zero_grad()
+            self.manual_backward(loss)
+            for optimizer in (head, other):
+                optimizer.step()
+
+        def configure_optimizers(self):
+            extra = nn.Parameter(torch.zeros(1))
+            self.register_parameter("extra", extra)
+            trainable = [p for p in self.classifier.parameters()]
+            return torch.optim.Adam(trainable, lr=0.1), torch.optim.SGD([extra], lr=0.1)
+
+    model = TwoOptimizers()
+    callback = ProgressiveUnfreezing(1, backbone="feature_extractor", optimizer_index=0)
+    trainer = _trainer(tmp_path, [callback], max_epochs=2)
+    trainer.fit(model, _loader())
+    head, other = trainer.optimizers
+    backbone = {id(p) for p in model.feature_extractor.parameters()}
+    assert backbone <= {id(p) for g in head.param_groups for p in g["params"]}
+    assert len(other.param_groups) == 1
+    assert [id(p) for p in other.param_groups[0]["params"]] == [id(model.extra)]
+
+
+def test_no_backward_through_frozen_groups(tmp_path: Path) -> None:
+    """README: frozen groups take no part in backward (the frozen phase is faster): the output of
+    the frozen part does not require grad and its parameters never get a gradient."""
+    records: list[tuple[int, bool]] = []
+    model = PlugInModule(scheduler=None)
+    # groups 5, 3, 1, 0 unfreeze at epochs 1, 2, 3, 4: the BatchNorm (group 1) is frozen until 3
+    model.feature_extractor[1].register_forward_hook(
+        lambda m, i, out: records.append((model.current_epoch, out.requires_grad)) if model.training else None
+    )
+
+    class NoGrad(pl.Callback):
+        def on_after_backward(self, trainer, pl_module):
+            if trainer.current_epoch < 3:
+                assert all(p.grad is None for p in pl_module.feature_extractor[:2].parameters())
+
+    callback = ProgressiveUnfreezing(1, every_n_epochs=1, backbone="feature_extractor")
+    _trainer(tmp_path, [callback, NoGrad()], max_epochs=4).fit(model, _loader())
+    assert {epoch: flag for epoch, flag in records} == {0: False, 1: False, 2: False, 3: True}
 
 
 @pytest.mark.parametrize("strategy", ["DeepSpeedStrategy", "FSDPStrategy"])

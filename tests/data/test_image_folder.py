@@ -315,3 +315,15 @@ def test_feature_cache_with_workers(tmp_path: Path) -> None:
         warnings.filterwarnings("error", message="FeatureCache: not caching")
         trainer.fit(model, data)
     assert cache.builds >= 1 and cache.computed_samples >= 9
+
+
+def test_num_workers_default_is_min_4_and_the_available_cpus(tmp_path: Path, monkeypatch) -> None:
+    """README: ``num_workers`` defaults to ``min(4, CPUs)`` (the CPUs this process may run on)."""
+    import os
+
+    root = make_folder(tmp_path / "photos", {"cat": 2, "dog": 2})
+    for cpus, expected in ((2, 2), (16, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
+        assert ImageFolderDataModule(str(root), image_size=16).num_workers == expected
+    assert dm(root).num_workers == 0  # an explicit value is kept
+

@@ -2,7 +2,8 @@
 
 Spawning the two processes once and running every trainer inside them (``strategy="ddp"`` with
 the processes launched here, as a cluster launcher would) costs one start-up instead of one per
-method. Each process saves what it ended with; the test compares the two.
+method. Each process saves what it ended with; the test compares the two exactly
+(``torch.equal``, no tolerance).
 """
 
 from __future__ import annotations

@@ -325,6 +325,7 @@ class _WriteWeights(pl.Callback):
 
 
 def test_skip_batch_under_ddp_all_ranks_skip_together(tmp_path: Path) -> None:
+    """Exact: ranks bit-identical (difference 0.0), one skipped step on both (no tolerance)."""
     batches = _batches(8)
     x = torch.cat([b[0] for b in batches])
     x[5, 0, 0, 0] = float("nan")  # one sample: one rank sees it, both skip that step

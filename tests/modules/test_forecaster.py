@@ -28,9 +28,9 @@ def _trainer(**kwargs) -> pl.Trainer:
     return pl.Trainer(**{**options, **kwargs})
 
 
-def _series(count: int = 4, length: int = 24) -> list[list[float]]:
+def _series(count: int = 4, length: int = 24, level: float = 50) -> list[list[float]]:
     t = np.arange(length)
-    return [list(50 * (i + 1) + 10 * np.sin(t / 2 + i) + t) for i in range(count)]
+    return [list(level * (i + 1) + 10 * np.sin(t / 2 + i) + t) for i in range(count)]
 
 
 def _data(**kwargs) -> ForecastingDataModule:
@@ -74,12 +74,14 @@ def test_logged_metrics_are_in_series_units() -> None:
 
 
 def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
-    # A periodic pattern whose swing is large next to its level: with mean scaling the windows'
-    # variation is then not a few percent of the input (a trend on a high level was learned by some
-    # seeds only; on this pattern seeds 0-4 all reach MASE 0.1-1.3 against the naive 2.1).
-    t = np.arange(40)
-    series = [list(20 + 10 * np.sin(t / 2 + i)) for i in range(8)]
-    data = ForecastingDataModule(series, horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32)
+    """25 epochs of full fine-tuning on 8 series of a sine on a trend (no level offsets: with
+    levels of 50-400 the pattern is a ~1% ripple on each scaled window, and whether training beat
+    the naive forecast then depended on the thread count: MASE 1.99 at 1 thread, 2.34 at 2 vs
+    naive 2.22). Measured test MASE 0.94 / 1.30 / 0.84 at 1 / 2 / 4 threads vs naive 2.22; we
+    assert < 0.8 x naive (1.78), a margin of 0.48 over the worst measured."""
+    data = ForecastingDataModule(
+        _series(count=8, length=40, level=0), horizon=HORIZON, window=WINDOW, holdout="test", batch_size=32
+    )
     model = _model(linear_window=WINDOW, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
     trainer = _trainer(max_epochs=25, limit_val_batches=0)
     trainer.fit(model, data)
@@ -88,7 +90,7 @@ def test_training_beats_the_naive_forecast_on_a_learnable_pattern() -> None:
     naive = torch.tensor(np.stack([np.full(HORIZON, h[-1]) for h, _ in pairs]))
     target = torch.tensor(np.stack([t for _, t in pairs]))
     scales = torch.tensor([float(np.abs(np.diff(h)).mean()) for h, _ in pairs])
-    assert learned < mase(naive, target, scales).item()
+    assert learned < 0.8 * mase(naive, target, scales).item()
 
 
 def test_finetune_modes_and_param_groups() -> None:
@@ -149,6 +151,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_ddp_spawn_metrics_equal_single_process() -> None:
+    """Tolerance rel=1e-5: the same windows summed in another order over 2 ranks (float32)."""
     data = _data(holdout="test", batch_size=2)  # 4 test windows: 2 per rank, no padding
     model = _model()
     distributed = _trainer(strategy="ddp_spawn", devices=2).test(model, data, verbose=False)[0]
