@@ -105,12 +105,8 @@ class ImageFolderDataModule(SplitLoaders, LightningDataModule):
 
     Example:
         >>> import tempfile
-        >>> from PIL import Image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ("cat", "dog"):
-        ...     (root / name).mkdir()
-        ...     for i in range(5):
-        ...         Image.new("RGB", (40, 30)).save(root / name / f"{i}.jpg")
+        >>> from lt_transfer.data.image_files import write_class_folders
+        >>> root = write_class_folders(tempfile.mkdtemp(), ("cat", "dog"), per_class=5, size=(40, 30))
         >>> dm = ImageFolderDataModule(root, val_fraction=0.2, backbone="torchvision/resnet18",
         ...                            image_size=32, batch_size=4, num_workers=0)
         >>> dm.class_names, dm.num_classes
