@@ -67,16 +67,6 @@ def few_labels(split: ImageSplit, labels_per_class: int, seed: int = 0) -> Image
     return ImageSplit(split.images[index], split.labels[index])
 
 
-def _subsample(split: ImageSplit, count: int | None, seed: int, name: str) -> ImageSplit:
-    if count is None or count >= len(split):
-        return split
-    if count < 1:
-        raise ValueError(f"{name}={count} must be >= 1 (or None for the whole split).")
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count]
-    index = index.sort().values
-    return ImageSplit(split.images[index], split.labels[index])
-
-
 class DigitsDataModule(SplitLoaders, LightningDataModule):
     """Real hand-written digits (MNIST or scikit-learn digits) for transfer learning.
 
@@ -150,8 +140,9 @@ class DigitsDataModule(SplitLoaders, LightningDataModule):
         train = splits.train
         if hp.labels_per_class is not None:
             train = few_labels(train, hp.labels_per_class, hp.seed)
-        val = _subsample(splits.val, hp.val_samples, hp.seed, "val_samples")
-        test = _subsample(splits.test, hp.test_samples, hp.seed, "test_samples")
+        owner = type(self).__name__
+        val = splits.val.random_subset(hp.val_samples, hp.seed, owner, "val_samples")
+        test = splits.test.random_subset(hp.test_samples, hp.seed, owner, "test_samples")
         self.train_set = TransformedImages(train, self.train_transform)
         self.val_set = TransformedImages(val, self.eval_transform)
         self.test_set = TransformedImages(test, self.eval_transform)
