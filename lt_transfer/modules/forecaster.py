@@ -2,8 +2,10 @@
 
 Why not :class:`~lt_transfer.modules._base.ClassificationModule`: its evaluation (cross-entropy,
 accuracy, label checks, class probabilities) is all about classes. This module shares what
-fits (self-contained checkpoints, param groups and ``lr_scale`` from :mod:`lt_transfer.optim`,
-the batch contract of :mod:`lt_transfer.batches`) and has its own regression evaluation.
+fits (self-contained checkpoints, the backbone fine-tuning of
+:class:`~lt_transfer.modules._finetuning.BackboneFinetuning` as in
+:class:`~lt_transfer.TransferClassifier`, ``lr_scale`` from :mod:`lt_transfer.optim`, the batch
+contract of :mod:`lt_transfer.batches`) and has its own regression evaluation.
 """
 
 from __future__ import annotations
