@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from lt_transfer.data._split_loaders import SplitLoaders
 from lt_transfer.data.sources import ImageSplit, ImageSplits, load_mnist, load_sklearn_digits
 from lt_transfer.data.transforms import AugmentPreset, image_transform
 
@@ -66,17 +67,7 @@ def few_labels(split: ImageSplit, labels_per_class: int, seed: int = 0) -> Image
     return ImageSplit(split.images[index], split.labels[index])
 
 
-def _subsample(split: ImageSplit, count: int | None, seed: int, name: str) -> ImageSplit:
-    if count is None or count >= len(split):
-        return split
-    if count < 1:
-        raise ValueError(f"{name}={count} must be >= 1 (or None for the whole split).")
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count]
-    index = index.sort().values
-    return ImageSplit(split.images[index], split.labels[index])
-
-
-class DigitsDataModule(LightningDataModule):
+class DigitsDataModule(SplitLoaders, LightningDataModule):
     """Real hand-written digits (MNIST or scikit-learn digits) for transfer learning.
 
     Images are 28×28 grey ``uint8``; the transform resizes them to ``image_size``, repeats
@@ -107,6 +98,9 @@ class DigitsDataModule(LightningDataModule):
     """
 
     num_classes = 10
+    predict_split = "test"
+    #: Arguments a subclass fixes: left out of its hyper-parameters (it is rebuilt from them).
+    _fixed_arguments: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -123,13 +117,14 @@ class DigitsDataModule(LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        name = type(self).__name__
         if dataset not in ("mnist", "sklearn_digits"):
-            raise ValueError(f"DigitsDataModule(dataset={dataset!r}) must be 'mnist' or 'sklearn_digits'.")
+            raise ValueError(f"{name}(dataset={dataset!r}) must be 'mnist' or 'sklearn_digits'.")
         if batch_size < 1:
-            raise ValueError(f"DigitsDataModule(batch_size={batch_size}) must be >= 1.")
+            raise ValueError(f"{name}(batch_size={batch_size}) must be >= 1.")
         if labels_per_class is not None and labels_per_class < 1:
-            raise ValueError(f"DigitsDataModule(labels_per_class={labels_per_class}) must be >= 1 or None.")
-        self.save_hyperparameters()
+            raise ValueError(f"{name}(labels_per_class={labels_per_class}) must be >= 1 or None.")
+        self.save_hyperparameters(ignore=list(self._fixed_arguments))
         # Build both transforms now so bad arguments fail at construction.
         self.train_transform = image_transform(image_size, channels, normalize, augment)
         self.eval_transform = image_transform(image_size, channels, normalize, "none")
@@ -145,29 +140,12 @@ class DigitsDataModule(LightningDataModule):
         train = splits.train
         if hp.labels_per_class is not None:
             train = few_labels(train, hp.labels_per_class, hp.seed)
-        val = _subsample(splits.val, hp.val_samples, hp.seed, "val_samples")
-        test = _subsample(splits.test, hp.test_samples, hp.seed, "test_samples")
+        owner = type(self).__name__
+        val = splits.val.random_subset(hp.val_samples, hp.seed, owner, "val_samples")
+        test = splits.test.random_subset(hp.test_samples, hp.seed, owner, "test_samples")
         self.train_set = TransformedImages(train, self.train_transform)
         self.val_set = TransformedImages(val, self.eval_transform)
         self.test_set = TransformedImages(test, self.eval_transform)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+    def loader_options(self) -> dict[str, Any]:
+        return {**super().loader_options(), "persistent_workers": self.hparams.num_workers > 0}

@@ -140,15 +140,6 @@ def combined_train_loader(
     return CombinedLoader({"source": source, "target": target}, mode=mode)
 
 
-def _subsample(split: ImageSplit, count: int | None, seed: int, name: str) -> ImageSplit:
-    if count is None or count >= len(split):
-        return split
-    if count < 1:
-        raise ValueError(f"DomainAdaptationDataModule({name}={count}) must be >= 1 or None (all).")
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    return ImageSplit(split.images[index], split.labels[index])
-
-
 def _load_domain(name: str) -> ImageSplits:
     if name == "mnist":
         return load_mnist()
@@ -309,8 +300,12 @@ class DomainAdaptationDataModule(LightningDataModule):
             first, second = order[:half].sort().values, order[half:].sort().values
             src_train = ImageSplit(src_train.images[first], src_train.labels[first])
             tgt_train = ImageSplit(tgt_train.images[second], tgt_train.labels[second])
-        src_train = _subsample(src_train, hp.source_samples, hp.seed, "source_samples")
-        tgt_train = _subsample(tgt_train, hp.target_samples, hp.seed + 1, "target_samples")
+
+        def subset(split: ImageSplit, argument: str, seed: int = hp.seed) -> ImageSplit:
+            return split.random_subset(getattr(hp, argument), seed, "DomainAdaptationDataModule", argument)
+
+        src_train = subset(src_train, "source_samples")
+        tgt_train = subset(tgt_train, "target_samples", hp.seed + 1)
 
         def labelled(split: ImageSplit) -> TensorDataset:
             return TensorDataset(images_to_tensor(split.images, hp.image_size, hp.normalize), split.labels)
@@ -318,12 +313,12 @@ class DomainAdaptationDataModule(LightningDataModule):
         self.train_source = labelled(src_train)
         self.train_target = TensorDataset(images_to_tensor(tgt_train.images, hp.image_size, hp.normalize))
         self.val_sets = [
-            labelled(_subsample(source.val, hp.val_samples, hp.seed, "val_samples")),
-            labelled(_subsample(target.val, hp.target_val_samples, hp.seed, "target_val_samples")),
+            labelled(subset(source.val, "val_samples")),
+            labelled(subset(target.val, "target_val_samples")),
         ]
         self.test_sets = [
-            labelled(_subsample(source.test, hp.test_samples, hp.seed, "test_samples")),
-            labelled(_subsample(target.test, hp.test_samples, hp.seed, "test_samples")),
+            labelled(subset(source.test, "test_samples")),
+            labelled(subset(target.test, "test_samples")),
         ]
 
     # --------------------------------------------------------------- loaders

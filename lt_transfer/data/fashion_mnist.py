@@ -15,14 +15,13 @@ import gzip
 import struct
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from lt_transfer.data.digits import DigitsDataModule
 from lt_transfer.data.sources import ImageSplit, ImageSplits
-from lt_transfer.data.transforms import AugmentPreset
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -205,16 +204,10 @@ class FashionMNISTDataModule(DigitsDataModule):
 
     Args:
         root: folder holding the four IDX files (see the module docstring).
-        image_size: input side length for the backbone.
-        channels: 3 (ImageNet backbones) or 1.
-        normalize: ImageNet mean/std normalisation (with 3 channels).
-        labels_per_class: labelled training images kept per class (``None``: all 50k).
-        val_samples: random validation subset (``None``: all 10k).
-        test_samples: random test subset (``None``: all 10k).
-        augment: training augmentation preset.
-        batch_size: batch size of every loader.
-        num_workers: DataLoader workers.
-        seed: seed of the label and subset selection.
+        **kwargs: the other arguments of :class:`DigitsDataModule` (``image_size``, ``channels``,
+            ``normalize``, ``labels_per_class``, ``val_samples``, ``test_samples``, ``augment``,
+            ``batch_size``, ``num_workers``, ``seed``), by keyword; the CLI lists them with their
+            types (``--data.help lt_transfer.FashionMNISTDataModule``). Its ``dataset`` is fixed.
 
     Example:
         >>> import tempfile
@@ -227,36 +220,10 @@ class FashionMNISTDataModule(DigitsDataModule):
 
     num_classes = 10
     class_names = list(FASHION_MNIST_CLASSES)
+    _fixed_arguments = ("dataset",)  # the data is Fashion-MNIST, whatever the parent's dataset says
 
-    def __init__(
-        self,
-        root: str = FASHION_MNIST_ROOT,
-        image_size: int = 32,
-        channels: Literal[1, 3] = 3,
-        normalize: bool = True,
-        labels_per_class: int | None = None,
-        val_samples: int | None = None,
-        test_samples: int | None = None,
-        augment: AugmentPreset = "none",
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            "mnist",
-            image_size=image_size,
-            channels=channels,
-            normalize=normalize,
-            labels_per_class=labels_per_class,
-            val_samples=val_samples,
-            test_samples=test_samples,
-            augment=augment,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
-        self.hparams.pop("dataset", None)  # the parent's argument: this module's data is Fashion-MNIST
-        self.save_hyperparameters()
+    def __init__(self, root: str = FASHION_MNIST_ROOT, **kwargs: Any) -> None:
+        super().__init__("mnist", **kwargs)
 
     def _splits(self) -> ImageSplits:
         return load_fashion_mnist(self.hparams.root)

@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
 
+from lt_transfer.data._split_loaders import SplitLoaders
 from lt_transfer.data.aeon_data import FORECASTING_SETS, load_forecasting
 from lt_transfer.data.forecast_windows import ForecastWindows, Scaling, cut_windows
 from lt_transfer.data.ts_formats import SeriesCollection, read_series_csv, read_tsf
@@ -75,7 +75,7 @@ def read_series_collection(
     return SeriesCollection(tuple(values), tuple(f"series{i}" for i in range(len(values))))
 
 
-class ForecastingDataModule(LightningDataModule):
+class ForecastingDataModule(SplitLoaders, LightningDataModule):
     """Forecasting windows over many series (global training) with the last horizons held out.
 
     Every series ``y`` is cut at forecast origins into (input window, next ``horizon`` values)
@@ -84,7 +84,8 @@ class ForecastingDataModule(LightningDataModule):
     validation target, and training windows lie entirely before both; ``"test"`` holds out only
     the test target; ``"none"`` trains on everything (pretraining on source series). Each split
     has one window per series (origin right before its target); ``predict`` forecasts the
-    ``horizon`` values after each series' end.
+    ``horizon`` values after each series' end. Without a validation split (``holdout`` other
+    than ``"val_test"``) ``val_dataloader`` returns ``[]``, so Lightning skips validation.
 
     Short history: inputs shorter than ``window`` are left-padded with their first value, and
     a training window needs ``min_context`` real input values. ``max_history`` keeps only the
@@ -283,25 +284,5 @@ class ForecastingDataModule(LightningDataModule):
         return pairs
 
     # ----------------------------------------------------------------- loaders
-    def _loader(self, dataset: ForecastWindows | None, shuffle: bool, split: str) -> DataLoader:
-        if dataset is None:
-            raise ValueError(
-                f"{_NAME}(holdout={self.hparams.holdout!r}) has no {split} split (or setup() was not called)."
-            )
-        return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, "train")
-
-    def val_dataloader(self) -> DataLoader | list:
-        """The validation loader; ``[]`` (no validation) unless ``holdout="val_test"``."""
-        return self._loader(self.val_set, False, "val") if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Windows at the end of every series: forecasts of the ``horizon`` values after the data."""
-        return self._loader(self.predict_set, False, "predict")
+    def missing_split(self, split: str) -> str:
+        return f"{_NAME}(holdout={self.hparams.holdout!r}) has no {split} split (or setup() was not called)."

@@ -12,6 +12,7 @@ Layouts (:func:`find_labelled_images`):
 Images are found recursively below each class folder by their suffix
 (:data:`IMAGE_SUFFIXES`, any case); hidden files and other files are ignored. Class names are
 sorted (numerically when they are all integers, so that folder ``"2"`` is class 2).
+:func:`write_class_folders` writes the ``root/<class>/`` layout, for examples and tests.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "per_class_subset",
     "sort_class_names",
     "stratified_split",
+    "write_class_folders",
 ]
 
 #: File suffixes read as images (compared in lower case).
@@ -105,6 +107,31 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
             if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
         ]
     return sorted(found)
+
+
+def write_class_folders(
+    root: str | os.PathLike[str],
+    classes: Sequence[str] = ("cat", "dog"),
+    per_class: int = 5,
+    size: tuple[int, int] = (4, 4),
+    suffix: str = ".png",
+) -> Path:
+    """Write ``per_class`` blank RGB images of ``size`` (width, height) in ``root/<class>/``; return ``root``.
+
+    Example:
+        >>> import tempfile
+        >>> root = write_class_folders(tempfile.mkdtemp(), per_class=2, suffix=".jpg")
+        >>> [f"{p.parent.name}/{p.name}" for p in list_images(root)]
+        ['cat/0.jpg', 'cat/1.jpg', 'dog/0.jpg', 'dog/1.jpg']
+    """
+    from PIL import Image
+
+    root = Path(root)
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", size).save(root / name / f"{i}{suffix}")
+    return root
 
 
 def _class_folders(folder: Path, what: str) -> LabelledImages:
@@ -257,12 +284,7 @@ def find_labelled_images(
 
     Example:
         >>> import tempfile
-        >>> from PIL import Image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ("cat", "dog"):
-        ...     (root / name).mkdir()
-        ...     for i in range(5):
-        ...         Image.new("RGB", (4, 4)).save(root / name / f"{i}.png")
+        >>> root = write_class_folders(tempfile.mkdtemp(), ("cat", "dog"), per_class=5)
         >>> splits = find_labelled_images(root, val_fraction=0.2)
         >>> {split: len(files) for split, files in splits.items()}
         {'train': 8, 'val': 2}

@@ -6,14 +6,15 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from lt_transfer.backbones.build import resolve_preprocessing
 from lt_transfer.backbones.preprocessing import Preprocessing
+from lt_transfer.data._split_loaders import SplitLoaders
 from lt_transfer.data.image_dataset import ImageFileDataset, find_bad_images
 from lt_transfer.data.image_files import (
     LabelledImages,
@@ -35,7 +36,7 @@ def _default_workers() -> int:
     return min(4, cpus)
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(SplitLoaders, LightningDataModule):
     """Labelled images from folders or a CSV manifest, preprocessed as the backbone's weights expect.
 
     Where the images are (see :mod:`lt_transfer.data.image_files`):
@@ -104,12 +105,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     Example:
         >>> import tempfile
-        >>> from PIL import Image
-        >>> root = Path(tempfile.mkdtemp())
-        >>> for name in ("cat", "dog"):
-        ...     (root / name).mkdir()
-        ...     for i in range(5):
-        ...         Image.new("RGB", (40, 30)).save(root / name / f"{i}.jpg")
+        >>> from lt_transfer.data.image_files import write_class_folders
+        >>> root = write_class_folders(tempfile.mkdtemp(), ("cat", "dog"), per_class=5, size=(40, 30))
         >>> dm = ImageFolderDataModule(root, val_fraction=0.2, backbone="torchvision/resnet18",
         ...                            image_size=32, batch_size=4, num_workers=0)
         >>> dm.class_names, dm.num_classes
@@ -334,51 +331,34 @@ class ImageFolderDataModule(LightningDataModule):
         )
 
     # ---------------------------------------------------------------- loaders
-    def _loader(
-        self, dataset: Dataset, shuffle: bool = False, sampler: torch.utils.data.Sampler | None = None
-    ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.hparams.persistent_workers and self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def loader_options(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.hparams.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.hparams.persistent_workers and self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
 
-    def _require(self, dataset: ImageFileDataset | None, split: str, fix: str) -> ImageFileDataset:
-        if dataset is None:
-            raise ValueError(f"ImageFolderDataModule has no {split} data: {fix}")
-        return dataset
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self._require(
-            self.train_set, "training", "pass root=/manifest= with training images and call setup('fit')."
-        )
-        if not self.hparams.balanced:
-            return self._loader(dataset, shuffle=True)
-        assert dataset.labels is not None
-        counts = torch.bincount(torch.tensor(dataset.labels), minlength=len(self._class_names or []))
-        weights = (1.0 / counts.clamp(min=1).double())[torch.tensor(dataset.labels)]
-        return self._loader(dataset, sampler=WeightedRandomSampler(weights, len(dataset), replacement=True))
-
-    def val_dataloader(self) -> DataLoader | list:
-        """The validation loader, or ``[]`` (no validation) when there is no validation split."""
-        return self._loader(self.val_set) if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(
-            self._require(
-                self.test_set, "test", "add a test/ folder or pass test_fraction= (then setup('test'))."
-            ),
-        )
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(
-            self._require(
-                self.predict_set,
+    def missing_split(self, split: str) -> str:
+        what, fix = {
+            "train": ("training", "pass root=/manifest= with training images and call setup('fit')."),
+            "val": ("validation", "add a val/ folder or pass val_fraction=."),
+            "test": ("test", "add a test/ folder or pass test_fraction= (then setup('test'))."),
+            "predict": (
                 "prediction",
                 "pass predict_root=<folder> or predict_files=[...], or give the data a test or val split.",
-            )
+            ),
+        }[split]
+        return f"ImageFolderDataModule has no {what} data: {fix}"
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches, or class-balanced draws with ``balanced=True``."""
+        if not self.hparams.balanced:
+            return super().train_dataloader()
+        labels = self.split_set("train").labels
+        assert labels is not None
+        counts = torch.bincount(torch.tensor(labels), minlength=len(self._class_names or []))
+        weights = (1.0 / counts.clamp(min=1).double())[torch.tensor(labels)]
+        return self.split_loader(
+            "train", sampler=WeightedRandomSampler(weights, len(labels), replacement=True)
         )

@@ -38,6 +38,31 @@ class ImageSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def random_subset(
+        self,
+        count: int | None,
+        seed: int = 0,
+        owner: str = "ImageSplit.random_subset",
+        argument: str = "count",
+    ) -> ImageSplit:
+        """``count`` random samples (seeded, kept in their order); the whole split for ``None`` or a
+        ``count`` of at least its size.
+
+        Raises:
+            ValueError: ``count < 1``, named as ``owner(argument=count)``.
+
+        Example:
+            >>> split = ImageSplit(torch.zeros(5, 2, 2, dtype=torch.uint8), torch.arange(5))
+            >>> len(split.random_subset(3)), split.random_subset(None) is split
+            (3, True)
+        """
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise ValueError(f"{owner}({argument}={count}) must be >= 1 or None (the whole split).")
+        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        return ImageSplit(self.images[index], self.labels[index])
+
 
 @dataclass(frozen=True)
 class ImageSplits:

@@ -234,7 +234,8 @@ class TokenizedDataModule(LightningDataModule):
         if stage in (None, "test", "predict") and not hasattr(self, "test_sets"):
             self.test_sets = [self.tokenize(split) for split in self.test_splits]
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, **options: Any) -> DataLoader:
+        """A padded loader over ``dataset``; ``options`` (e.g. a ``sampler``) go to the DataLoader."""
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -242,6 +243,7 @@ class TokenizedDataModule(LightningDataModule):
             collate_fn=self.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **options,
         )
 
     def _loaders(self, datasets: list[TokenizedTexts], what: str) -> DataLoader | list[DataLoader]:

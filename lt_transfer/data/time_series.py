@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
+from lt_transfer.data._split_loaders import SplitLoaders
 from lt_transfer.data.aeon_data import load_ucr
 from lt_transfer.data.image_files import per_class_subset, sort_class_names, stratified_split
 from lt_transfer.data.ts_formats import LabelledSeries, read_labelled_csv, read_ts
@@ -71,7 +72,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-class TimeSeriesClassificationDataModule(LightningDataModule):
+class TimeSeriesClassificationDataModule(SplitLoaders, LightningDataModule):
     """Labelled series (a UCR/UEA set shipped by aeon, files, or arrays) as ``(x, y)`` batches.
 
     Sources: ``dataset="GunPoint"`` (any name of :func:`lt_transfer.data.ucr_names`; another
@@ -125,6 +126,8 @@ class TimeSeriesClassificationDataModule(LightningDataModule):
         >>> tuple(x.shape), y.dtype, len(dm.train_set)
         ((6, 1, 128), torch.int64, 12)
     """
+
+    predict_split = "test"
 
     def __init__(
         self,
@@ -245,27 +248,8 @@ class TimeSeriesClassificationDataModule(LightningDataModule):
         if self._test is not None:
             self.test_set = TensorDataset(*self._tensors(self._test, "test"))
 
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool, split: str) -> DataLoader:
-        if dataset is None:
-            raise ValueError(
-                f"{_NAME} has no {split} split (call setup() first; test needs test= or dataset=)."
-            )
-        return DataLoader(
-            dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, "train")
-
-    def val_dataloader(self) -> DataLoader | list:
-        """The validation loader; none (``[]``, so Lightning skips validation) without ``val_fraction``."""
-        return self._loader(self.val_set, False, "val") if self.val_set is not None else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False, "test")
+    def missing_split(self, split: str) -> str:
+        return f"{_NAME} has no {split} split (call setup() first; test needs test= or dataset=)."
 
     def describe(self) -> dict[str, object]:
         """Sizes and settings, e.g. for a benchmark table.
@@ -284,4 +268,3 @@ class TimeSeriesClassificationDataModule(LightningDataModule):
             "length": self.length,
             "original_lengths": (min(self._train.lengths), max(self._train.lengths)),
         }
-

@@ -266,16 +266,9 @@ class TweetShiftDataModule(TweetSentimentDataModule):
 
     def train_dataloader(self) -> Any:
         from lightning.pytorch.utilities import CombinedLoader
-        from torch.utils.data import DataLoader, RandomSampler
+        from torch.utils.data import RandomSampler
 
         source = self._loader(self.train_set, shuffle=True)
         sampler = RandomSampler(self.target_set, num_samples=len(self.train_set))
-        target = DataLoader(
-            self.target_set,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        target = self._loader(self.target_set, shuffle=False, sampler=sampler)
         return CombinedLoader({"source": source, "target": target}, mode="min_size")

@@ -9,26 +9,16 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lt_transfer.backbones import Backbone, LayerGroup, build_backbone
+from lt_transfer.backbones import Backbone, build_backbone
 from lt_transfer.batches import Input, split_batch
 from lt_transfer.modules._base import ClassificationModule, NanPolicy
-from lt_transfer.optim import (
-    layerwise_lr_scales,
-    no_decay_parameter_ids,
-    param_groups_for,
-    resolve_backbone_lr_scale,
-    resolve_layer_decay,
-)
+from lt_transfer.modules._finetuning import BackboneFinetuning, FinetuneMode, FrozenMode
+from lt_transfer.optim import no_decay_parameter_ids, param_groups_for
 
 __all__ = ["FinetuneMode", "FrozenMode", "TransferClassifier"]
 
-FinetuneMode = Literal["frozen", "partial", "full"]
-#: Mode of the modules of frozen layer groups: ``"eval"`` (BatchNorm uses and keeps its running
-#: statistics, dropout off) or ``"train"``.
-FrozenMode = Literal["eval", "train"]
 
-
-class TransferClassifier(ClassificationModule):
+class TransferClassifier(BackboneFinetuning, ClassificationModule):
     """Backbone + new classification head with frozen, partial or full fine-tuning.
 
     The backbone's layer groups (input → output) decide what trains:
@@ -122,17 +112,8 @@ class TransferClassifier(ClassificationModule):
             nan_policy=nan_policy, lr=lr,
         )
         self.save_hyperparameters(ignore=self._hparams_ignored(backbone))
-        if finetune not in ("frozen", "partial", "full"):
-            raise ValueError(f"{name}(finetune={finetune!r}) must be 'frozen', 'partial' or 'full'.")
         if not 0 <= head_dropout < 1:
             raise ValueError(f"{name}(head_dropout={head_dropout}) must be in [0, 1).")
-        if frozen_mode not in ("eval", "train"):
-            raise ValueError(
-                f"{name}(frozen_mode={frozen_mode!r}) must be 'eval' (frozen BatchNorm keeps its running "
-                "statistics, dropout off) or 'train'."
-            )
-        self._layer_decay = resolve_layer_decay(layer_decay, name)
-
         self.backbone = build_backbone(backbone, weights) if isinstance(backbone, str) else backbone
         if not isinstance(self.backbone, Backbone):
             raise TypeError(
@@ -144,41 +125,13 @@ class TransferClassifier(ClassificationModule):
                 f"{name}(weights=...) only applies to a spec-string backbone; load weights into the "
                 "Backbone before passing it."
             )
-        self._backbone_lr_scale = resolve_backbone_lr_scale(backbone_lr_scale, self.backbone.pretrained, name)
-        groups = self.backbone.layer_groups()
-        if finetune == "partial":
-            if trainable_groups is None or not 1 <= trainable_groups <= len(groups):
-                raise ValueError(
-                    f"{name}(finetune='partial', trainable_groups={trainable_groups!r}): the backbone "
-                    f"{self.backbone.name!r} has {len(groups)} layer groups ({[g.name for g in groups]}); "
-                    f"set trainable_groups between 1 and {len(groups)}, or use finetune='full'."
-                )
-        elif trainable_groups is not None:
-            raise ValueError(
-                f"{name}(trainable_groups={trainable_groups}) only applies to finetune='partial', not "
-                f"finetune={finetune!r}; remove it or switch modes."
-            )
-        num_trainable = {"frozen": 0, "full": len(groups)}.get(finetune, trainable_groups)
-        for index, group in enumerate(groups):
-            trainable = index >= len(groups) - num_trainable
-            for param in group.parameters():
-                param.requires_grad_(trainable)
+        self.init_finetuning(finetune, trainable_groups, backbone_lr_scale, layer_decay, frozen_mode)
 
         linear = nn.Linear(self.backbone.num_features, num_classes)
         self.head = nn.Sequential(nn.Dropout(head_dropout), linear) if head_dropout else linear
         self.train()
 
     # ------------------------------------------------------------------ model
-    @property
-    def backbone_lr_scale(self) -> float:
-        """The backbone learning-rate scale in use (``hparams.backbone_lr_scale`` resolved)."""
-        return self._backbone_lr_scale
-
-    @property
-    def layer_decay(self) -> float:
-        """The layer-wise lr decay in use (``hparams.layer_decay`` resolved; 1.0 = none)."""
-        return self._layer_decay
-
     @staticmethod
     def _hparams_ignored(backbone: object) -> list[str]:
         """Arguments kept out of the hyper-parameters: factories and module instances are not plain
@@ -190,23 +143,6 @@ class TransferClassifier(ClassificationModule):
         """Return class logits ``(N, num_classes)`` for an input tensor or tokenizer dict."""
         with self.explained_channel_errors(x):
             return self.head(self.backbone(x))
-
-    def trainable_layer_groups(self) -> list[LayerGroup]:
-        """Backbone layer groups that currently have trainable parameters."""
-        return [g for g in self.backbone.layer_groups() if any(p.requires_grad for p in g.parameters())]
-
-    def frozen_layer_groups(self) -> list[LayerGroup]:
-        """Backbone layer groups with no trainable parameter (their modules follow ``frozen_mode``)."""
-        return [g for g in self.backbone.layer_groups() if not any(p.requires_grad for p in g.parameters())]
-
-    def train(self, mode: bool = True) -> TransferClassifier:
-        """Set train/eval mode; frozen layer groups stay in eval mode when ``frozen_mode="eval"``."""
-        super().train(mode)
-        if mode and self.hparams.frozen_mode == "eval":
-            for group in self.frozen_layer_groups():
-                for module in group.modules:
-                    module.eval()
-        return self
 
     # --------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
@@ -241,11 +177,5 @@ class TransferClassifier(ClassificationModule):
             [('head', 1.0), ('backbone.1', 0.5), ('backbone.0', 0.25)]
         """
         no_decay = no_decay_parameter_ids(self)
-        groups = param_groups_for("head", self.head.named_parameters(), 1.0, no_decay)
-        layer_groups = self.backbone.layer_groups()
-        scales = layerwise_lr_scales(len(layer_groups), self.backbone_lr_scale, self.layer_decay)
-        for layer_group, scale in reversed(list(zip(layer_groups, scales, strict=True))):
-            groups += param_groups_for(
-                f"backbone.{layer_group.name}", layer_group.named_parameters, scale, no_decay
-            )
-        return groups
+        head = param_groups_for("head", self.head.named_parameters(), 1.0, no_decay)
+        return head + self.backbone_param_groups(no_decay)

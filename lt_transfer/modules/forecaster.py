@@ -2,8 +2,10 @@
 
 Why not :class:`~lt_transfer.modules._base.ClassificationModule`: its evaluation (cross-entropy,
 accuracy, label checks, class probabilities) is all about classes. This module shares what
-fits (self-contained checkpoints, param groups and ``lr_scale`` from :mod:`lt_transfer.optim`,
-the batch contract of :mod:`lt_transfer.batches`) and has its own regression evaluation.
+fits (self-contained checkpoints, the backbone fine-tuning of
+:class:`~lt_transfer.modules._finetuning.BackboneFinetuning` as in
+:class:`~lt_transfer.TransferClassifier`, ``lr_scale`` from :mod:`lt_transfer.optim`, the batch
+contract of :mod:`lt_transfer.batches`) and has its own regression evaluation.
 """
 
 from __future__ import annotations
@@ -22,15 +24,8 @@ from lt_transfer.backbones import Backbone, build_backbone
 from lt_transfer.batches import split_batch
 from lt_transfer.metrics.forecasting import SMAPE, MeanAbsoluteScaledError
 from lt_transfer.modules._checkpointing import SelfContainedCheckpoints
-from lt_transfer.modules.classifier import FinetuneMode, FrozenMode
-from lt_transfer.optim import (
-    apply_lr_scales,
-    layerwise_lr_scales,
-    no_decay_parameter_ids,
-    param_groups_for,
-    resolve_backbone_lr_scale,
-    resolve_layer_decay,
-)
+from lt_transfer.modules._finetuning import BackboneFinetuning, FinetuneMode, FrozenMode
+from lt_transfer.optim import apply_lr_scales, no_decay_parameter_ids, param_groups_for
 
 __all__ = ["ForecastLoss", "TransferForecaster"]
 
@@ -39,7 +34,7 @@ ForecastLoss = Literal["mse", "mae"]
 _LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss}
 
 
-class TransferForecaster(SelfContainedCheckpoints):
+class TransferForecaster(BackboneFinetuning, SelfContainedCheckpoints):
     """Backbone + linear head predicting the next ``horizon`` values of a series from a window.
 
     ``forward(x)`` maps windows ``(N, C, window)`` to forecasts ``(N, horizon)`` (of channel 0,
@@ -121,8 +116,6 @@ class TransferForecaster(SelfContainedCheckpoints):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}({argument}={value!r}) must be an int >= 1.")
         choices = {
-            "finetune": (finetune, ("frozen", "partial", "full")),
-            "frozen_mode": (frozen_mode, ("eval", "train")),
             "loss": (loss, tuple(_LOSSES)),
             "scheduler_interval": (scheduler_interval, ("epoch", "step")),
         }
@@ -142,9 +135,7 @@ class TransferForecaster(SelfContainedCheckpoints):
             )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self._backbone_lr_scale = resolve_backbone_lr_scale(backbone_lr_scale, self.backbone.pretrained, name)
-        self._layer_decay = resolve_layer_decay(layer_decay, name)
-        self._freeze_groups(finetune, trainable_groups)
+        self.init_finetuning(finetune, trainable_groups, backbone_lr_scale, layer_decay, frozen_mode)
         linear = nn.Linear(self.backbone.num_features, horizon)
         self.head = nn.Sequential(nn.Dropout(head_dropout), linear) if head_dropout else linear
         self.linear_path = nn.Linear(linear_window, horizon) if linear_window is not None else None
@@ -161,28 +152,7 @@ class TransferForecaster(SelfContainedCheckpoints):
         )
         self.train()
 
-    def _freeze_groups(self, finetune: str, trainable_groups: int | None) -> None:
-        groups = self.backbone.layer_groups()
-        count = len(groups)
-        if (finetune == "partial") != (trainable_groups is not None) or (
-            trainable_groups is not None and not 1 <= trainable_groups <= count
-        ):
-            raise ValueError(
-                f"{type(self).__name__}(finetune={finetune!r}, trainable_groups={trainable_groups!r}): "
-                f"trainable_groups is required with 'partial' only, between 1 and {count} (the groups of "
-                f"{self.backbone.name!r}: {[g.name for g in groups]})."
-            )
-        keep = {"frozen": 0, "full": count}.get(finetune, trainable_groups or 0)
-        for group in groups[: count - keep]:
-            for param in group.parameters():
-                param.requires_grad_(False)
-
     # ------------------------------------------------------------------ model
-    @property
-    def backbone_lr_scale(self) -> float:
-        """The backbone learning-rate scale in use (``hparams.backbone_lr_scale`` resolved)."""
-        return self._backbone_lr_scale
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecasts ``(N, horizon)`` of windows ``(N, C, window)`` (scaled units)."""
         if not isinstance(x, torch.Tensor):
@@ -201,16 +171,6 @@ class TransferForecaster(SelfContainedCheckpoints):
             out = out + self.linear_path(x[:, 0, :])
         return out
 
-    def train(self, mode: bool = True) -> TransferForecaster:
-        """Set train/eval mode; frozen layer groups stay in eval mode when ``frozen_mode="eval"``."""
-        super().train(mode)
-        if mode and self.hparams.frozen_mode == "eval":
-            for group in self.backbone.layer_groups():
-                if not any(param.requires_grad for param in group.parameters()):
-                    for module in group.modules:
-                        module.eval()
-        return self
-
     # -------------------------------------------------------------- optimizer
     def param_groups(self) -> list[dict]:
         """Head (and linear path) at the full rate, then trainable backbone groups (output → input).
@@ -224,13 +184,7 @@ class TransferForecaster(SelfContainedCheckpoints):
         head = list(self.head.named_parameters())
         if self.linear_path is not None:
             head += list(self.linear_path.named_parameters(prefix="linear_path"))
-        groups = param_groups_for("head", head, 1.0, no_decay)
-        layer_groups = self.backbone.layer_groups()
-        scales = layerwise_lr_scales(len(layer_groups), self.backbone_lr_scale, self._layer_decay)
-        for index in reversed(range(len(layer_groups))):
-            group, scale = layer_groups[index], scales[index]
-            groups += param_groups_for(f"backbone.{group.name}", group.named_parameters, scale, no_decay)
-        return groups
+        return param_groups_for("head", head, 1.0, no_decay) + self.backbone_param_groups(no_decay)
 
     def configure_optimizers(self) -> Any:
         """The optimizer over :meth:`param_groups` (``lr_scale`` applied), with the scheduler if any."""

@@ -331,11 +331,11 @@ class DomainShiftReport(Callback):
             target,
             source_labels,
             target_labels,
-            self.methods,
-            title,
-            self.figsize,
-            self.dpi,
-            self.seed,
+            title=title,
+            seed=self.seed,
+            methods=self.methods,
+            figsize=self.figsize,
+            dpi=self.dpi,
         )
         out_dir = self.output_dir(trainer)
         out_dir.mkdir(parents=True, exist_ok=True)

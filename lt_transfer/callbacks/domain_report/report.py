@@ -9,12 +9,11 @@ calls it during training.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from lt_transfer.callbacks.domain_report.embedding import EmbeddingMethod
 from lt_transfer.callbacks.domain_report.features import extract_features
 from lt_transfer.callbacks.domain_report.plotting import plot_domain_embedding
 from lt_transfer.metrics.proxy_a_distance import proxy_a_distance
@@ -27,12 +26,8 @@ def domain_shift_report(
     source_loader: Iterable,
     target_loader: Iterable,
     max_samples: int | None = 500,
-    methods: Sequence[EmbeddingMethod] = ("pca",),
-    title: str = "",
-    figsize: tuple[float, float] | None = None,
-    dpi: int = 100,
-    seed: int = 0,
     device: torch.device | str = "cpu",
+    **options: Any,
 ) -> tuple[float, Any, dict[str, torch.Tensor | None]]:
     """Proxy A-distance, embedding figure and the features themselves, for any feature function.
 
@@ -41,12 +36,10 @@ def domain_shift_report(
         source_loader: source-domain batches (read by the batch contract).
         target_loader: target-domain batches.
         max_samples: most samples per domain (``None``: all).
-        methods: embeddings to draw, ``"pca"`` and/or ``"tsne"``.
-        title: figure title (the distance is appended).
-        figsize: figure size in inches (default ``(9, 3.8 per method)``).
-        dpi: figure resolution.
-        seed: seed of the PAD split and of t-SNE.
         device: where ``fn`` runs.
+        **options: by keyword, ``title`` and ``seed`` of :func:`report_features` and the figure
+            options of :func:`~lt_transfer.callbacks.domain_report.plot_domain_embedding`
+            (``methods``, ``figsize``, ``dpi``).
 
     Raises:
         ValueError: an empty loader, or source and target features of different widths.
@@ -66,7 +59,7 @@ def domain_shift_report(
     """
     source, source_labels = extract_features(fn, source_loader, max_samples, device)
     target, target_labels = extract_features(fn, target_loader, max_samples, device)
-    return report_features(source, target, source_labels, target_labels, methods, title, figsize, dpi, seed)
+    return report_features(source, target, source_labels, target_labels, **options)
 
 
 def check_same_width(source: torch.Tensor, target: torch.Tensor) -> None:
@@ -87,13 +80,24 @@ def report_features(
     target: torch.Tensor,
     source_labels: torch.Tensor | None = None,
     target_labels: torch.Tensor | None = None,
-    methods: Sequence[EmbeddingMethod] = ("pca",),
+    *,
     title: str = "",
-    figsize: tuple[float, float] | None = None,
-    dpi: int = 100,
     seed: int = 0,
+    **figure_options: Any,
 ) -> tuple[float, Any, dict[str, torch.Tensor | None]]:
     """:func:`domain_shift_report` on features already extracted (``(N, D)`` per domain).
+
+    Args:
+        source: source features ``(N, D)``.
+        target: target features ``(M, D)``.
+        source_labels: class labels of the source samples (``None``: unlabelled).
+        target_labels: class labels of the target samples.
+        title: figure title (the distance is appended).
+        seed: seed of the PAD split and of t-SNE.
+        **figure_options: the figure options of
+            :func:`~lt_transfer.callbacks.domain_report.plot_domain_embedding`: ``methods``
+            (``"pca"`` and/or ``"tsne"``), ``figsize`` (inches; default ``(9, 3.8 per method)``),
+            ``dpi``.
 
     Raises:
         ValueError: features of different widths, or fewer than
@@ -110,7 +114,7 @@ def report_features(
     pad = float(proxy_a_distance(source, target, seed=seed))
     full_title = f"{title}  proxy A-distance = {pad:.2f}".strip()
     figure = plot_domain_embedding(
-        source, target, source_labels, target_labels, methods, full_title, figsize, dpi, seed
+        source, target, source_labels, target_labels, title=full_title, seed=seed, **figure_options
     )
     data = {
         "source": source,
