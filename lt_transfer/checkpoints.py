@@ -33,6 +33,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from lt_transfer._lightning_compat import load_options
+from lt_transfer._load_errors import describe_load_failure
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "checkpoint_class", "load_module", "read_checkpoint"]
 
@@ -127,18 +128,18 @@ def read_checkpoint(
             opened, map_location=map_location, weights_only=not trust_checkpoint, mmap=mmap or None
         )
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        reason = next(
-            (line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else ""
-        )
-        if "Weights only load failed" in str(error):
+        refused_object, reason = describe_load_failure(error)
+        if refused_object:
             raise UnsafeCheckpointError(
                 f"{where}: {name} holds Python objects that safe (weights-only) loading refuses "
-                f"({reason.strip()}); loading it could run arbitrary code. Pass trust_checkpoint=True only "
+                f"({reason}); loading it could run arbitrary code. Pass trust_checkpoint=True only "
                 "if you trust who wrote the file."
             ) from error
-        raise CheckpointError(f"{where}: {name} is not a readable checkpoint ({error}).") from error
-    except (RuntimeError, EOFError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"{where}: {name} is not a readable checkpoint: it is corrupt (an interrupted save or copy?): "
+            f"{reason}. trust_checkpoint=True would not help; save it again or use another copy."
+        ) from error
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise CheckpointError(
             f"{where}: {name} is not a readable checkpoint: it is corrupt or truncated (an interrupted "
             f"save or copy?): {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -77,6 +78,29 @@ def test_truncated_checkpoint_says_corrupt_or_truncated(tmp_path: Path) -> None:
         path.write_bytes(good[:cut])
         with pytest.raises(CheckpointError, match="corrupt or truncated|not a readable checkpoint"):
             read_checkpoint(path, where="test")
+
+
+def corrupt_pickle(good: Path, path: Path, start: int = 10) -> Path:
+    """A copy of ``good`` that is still a valid zip archive with 40 bytes of its pickle overwritten."""
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = data[:start] + b"\x7f" * 40 + data[start + 40 :]
+            out.writestr(item, data)
+    return path
+
+
+def test_a_corrupt_pickle_inside_a_valid_zip_says_corrupt_not_unsafe(tmp_path: Path) -> None:
+    """Torch reports a bad opcode as a failed weights-only load; trusting the file would not help."""
+    good = save(tmp_path / "good.ckpt")
+    for start in (2, 10, 100, 200):  # a bad opcode, a broken string, ...: each says corrupt
+        path = corrupt_pickle(good, tmp_path / f"corrupt{start}.ckpt", start)
+        assert zipfile.is_zipfile(path)
+        with pytest.raises(CheckpointError, match="not a readable checkpoint: it is corrupt") as error:
+            read_checkpoint(path, where="test")
+        assert not isinstance(error.value, UnsafeCheckpointError)
+        assert "weights_only=False" not in str(error.value) and "\x1b" not in str(error.value)
 
 
 def test_a_state_dict_is_the_wrong_kind_of_file(tmp_path: Path) -> None:

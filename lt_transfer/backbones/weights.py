@@ -25,6 +25,7 @@ mismatch is an error naming the argument, the file and the architecture.
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lt_transfer._load_errors import describe_load_failure
 from lt_transfer.backbones.base import matches_prefix
 from lt_transfer.resources import PACKAGE_SCHEME, resolve_package_uri
 
@@ -296,9 +298,23 @@ def read_state_dict(path: str | os.PathLike[str], label: str = "weights") -> dic
             state: Any = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the argument and the file
+    except pickle.UnpicklingError as error:
+        refused_object, reason = describe_load_failure(error)
+        if refused_object:
+            raise ValueError(
+                f"{label}: {path} holds Python objects that safe loading ({reader}) refuses ({reason}). "
+                "Weight files are read safely only: load the object yourself if you trust the file and "
+                "save its state_dict() with torch.save (or as .safetensors)."
+            ) from error
         raise ValueError(
-            f"{label}: could not read a state dict from {path} with {reader} ({error})."
+            f"{label}: could not read a state dict from {path}: the file is corrupt or not a torch file "
+            f"({reason}); save it again or use another copy."
+        ) from error
+    except Exception as error:  # noqa: BLE001 - re-raised with the argument and the file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{label}: could not read a state dict from {path} with {reader}: the file is corrupt, "
+            f"truncated or not a weight file ({type(error).__name__}: {first_line})."
         ) from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]

@@ -58,7 +58,10 @@ def image_transform(
     if channels not in (1, 3):
         raise ValueError(f"image_transform(channels={channels}) must be 1 or 3.")
     if normalize and channels != 3:
-        raise ValueError("image_transform(normalize=True) needs channels=3 (ImageNet statistics).")
+        raise ValueError(
+            f"image_transform(channels={channels}, normalize=True): the ImageNet normalisation needs "
+            "channels=3; pass normalize=False for grey images."
+        )
     steps: list[torch.nn.Module] = []
     if augment == "light":
         steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,8 +121,27 @@ def test_shape_mismatch_and_files_that_are_no_state_dict(
 def test_pickled_objects_are_not_loaded(tmp_path: Path) -> None:
     """``weights_only=True``: a file holding arbitrary objects is refused, not unpickled."""
     torch.save({"state_dict": {}, "model": nn.Linear(2, 2)}, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match="torch.load\\(weights_only=True\\)"):
+    with pytest.raises(ValueError, match="torch.load\\(weights_only=True\\)\\) refuses .*GLOBAL") as error:
         read_state_dict(tmp_path / "pickled.pth")
+    assert "weights_only=False" not in str(error.value) and "\x1b" not in str(error.value)
+
+
+def test_corrupt_weight_files_say_corrupt_without_torchs_advice(tmp_path: Path) -> None:
+    """A zip whose pickle is damaged, and a file that is no torch file: no 're-run with
+    weights_only=False' advice (wrong for a corrupt file), no terminal codes, one line."""
+    torch.save({"weight": torch.ones(2)}, tmp_path / "good.pth")
+    with zipfile.ZipFile(tmp_path / "good.pth") as source, zipfile.ZipFile(tmp_path / "bad.pth", "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            damaged = data[:10] + b"\x7f" * 40 + data[50:]
+            out.writestr(item, damaged if item.filename.endswith("data.pkl") else data)
+    (tmp_path / "junk.pth").write_bytes(b"hello world" * 10)
+    cases = (("bad.pth", "corrupt or not a torch file .Unsupported operand 127"), ("junk.pth", "corrupt"))
+    for name, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            read_state_dict(tmp_path / name)
+        text = str(error.value)
+        assert "weights_only=False" not in text and "\x1b" not in text and "\n" not in text
 
 
 def test_the_teacher_and_the_backbone_use_the_same_resolver(

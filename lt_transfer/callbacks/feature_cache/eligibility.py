@@ -109,7 +109,7 @@ def augmentation_found(
     Example:
         >>> data = [torch.tensor([1.0]), torch.tensor([2.0])]
         >>> augmentation_found(data, lambda idx: [data[i] + torch.rand(1) for i in idx], [0, 1])
-        ['(two loads of the same sample differ)']
+        ['two loads of the same sample differ']
         >>> augmentation_found(data, lambda idx: [data[i] for i in idx], [0, 1])
         []
     """
@@ -120,7 +120,7 @@ def augmentation_found(
     with preserved_rng():
         first, second = load(probe), load(probe)
     if not all(_same(a, b) for a, b in zip(first, second, strict=True)):
-        return ["(two loads of the same sample differ)"]
+        return ["two loads of the same sample differ"]
     return []
 
 
