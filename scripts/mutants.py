@@ -137,6 +137,14 @@ MUTANTS: tuple[Mutant, ...] = (
         (_FC + "test_ddp_cached_features_pair_with_their_own_samples",),
         "FeatureCache under DDP: each rank computes its own shard, gathered rows pair with their samples",
     ),
+    Mutant(
+        "fc-worker-order",
+        "lt_transfer/callbacks/feature_cache/callback.py",
+        "            torch.set_rng_state(self._rng_state)\n",
+        "",
+        (_FC + "test_dataloader_workers_keep_order_and_single_pass",),
+        "FeatureCache with loader workers: restarted workers keep the uncached shuffling (same head)",
+    ),
     # ------------------------------------------------------------------ ProgressiveUnfreezing
     Mutant(
         "pu-no-rewrap-on-resume",
@@ -170,6 +178,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "depth = index",
         (_PU + "test_transfer_classifier_uses_layer_groups_and_layer_decay",),
         "ProgressiveUnfreezing: lr = backbone_lr_scale * layer_decay ** depth, depth 0 nearest the head",
+    ),
+    Mutant(
+        "pu-frozen-mode-guard",
+        "lt_transfer/callbacks/progressive_unfreezing.py",
+        "                    if module.training:\n                        module.eval()\n",
+        "                    pass\n",
+        (_PU + "test_frozen_batchnorm_stats_unchanged_through_fit_and_validate",),
+        "ProgressiveUnfreezing: frozen groups stay in eval mode, BatchNorm bit-unchanged",
     ),
     # ------------------------------------------------------------------ TransferClassifier and modules
     Mutant(
@@ -219,6 +235,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         (_BAD + "test_nan_pixel_raises_by_default_and_leaves_weights_and_bn_stats_untouched",),
         "nan_policy: BatchNorm statistics are untouched by the bad batch",
+    ),
+    Mutant(
+        "label-check-eval-stages",
+        "lt_transfer/modules/_base.py",
+        "        self.check_batch_labels(stage, y, logits.shape[-1], batch_idx, dataloader_idx)\n",
+        "",
+        (_BAD + "test_bad_labels_in_validation_and_test_batches_name_loader_and_batch[classifier]",),
+        "labels are checked in every batch of every stage (validation and test too)",
     ),
     Mutant(
         "checkpoint-weights-only",
@@ -306,6 +330,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/modules/test_source_free.py::test_head_is_frozen_and_must_stay_so",),
         "SHOT: the frozen head stays in eval mode (dropout off)",
     ),
+    Mutant(
+        "shot-centroids-per-rank",
+        "lt_transfer/modules/source_free.py",
+        'all_reduce=lambda tensor: strategy.reduce(tensor, reduce_op="sum"),',
+        "all_reduce=None,",
+        ("tests/modules/test_adaptation_ddp.py::test_ddp_two_processes_keep_ranks_identical",),
+        "SHOT under DDP: centroids over the whole target set (statistics summed over ranks)",
+    ),
     # ------------------------------------------------------------------ DistillationModule
     Mutant(
         "kd-t2",
@@ -343,6 +375,16 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "DistillationModule: loss = alpha * CE + (1 - alpha) * T^2 * KL",
     ),
+    Mutant(
+        "distill-teacher-eval",
+        "lt_transfer/modules/distillation.py",
+        "        super().train(mode)\n        self.teacher.eval()\n",
+        "        super().train(mode)\n",
+        (
+            "tests/modules/test_distillation.py::test_teacher_frozen_and_in_eval_mode_through_fit_and_validate",
+        ),
+        "DistillationModule: the frozen teacher stays in eval mode through fit and validate",
+    ),
     # ------------------------------------------------------------------ monitoring and metrics
     Mutant(
         "nt-gap-sign",
@@ -359,6 +401,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "should_flag = bool(local_flag)",
         (_NT + "test_ddp_decision_is_reduced_over_ranks_that_disagree",),
         "NegativeTransferMonitor: the decision is reduced over DDP ranks (any rank flags: all act)",
+    ),
+    Mutant(
+        "nt-min-delta",
+        "lt_transfer/callbacks/negative_transfer.py",
+        "bad = finite and not in_grace and gap < -self.min_delta",
+        "bad = finite and not in_grace and gap < 0",
+        (_NT + "test_permuted_source_is_flagged_matching_source_is_not",),
+        "NegativeTransferMonitor: a check is bad only when the gap is below -min_delta",
     ),
     Mutant(
         "metric-sync-reduction",
