@@ -184,7 +184,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "lt_transfer/callbacks/progressive_unfreezing.py",
         "                    if module.training:\n                        module.eval()\n",
         "                    pass\n",
-        (_PU + "test_frozen_batchnorm_stats_unchanged_through_fit_and_validate",),
+        (
+            _PU + "test_frozen_batchnorm_stats_unchanged_through_fit_and_validate",
+            _PU + "test_a_module_that_calls_train_mid_epoch_keeps_frozen_groups_in_eval",
+        ),
         "ProgressiveUnfreezing: frozen groups stay in eval mode, BatchNorm bit-unchanged",
     ),
     # ------------------------------------------------------------------ TransferClassifier and modules
@@ -407,7 +410,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "lt_transfer/callbacks/negative_transfer.py",
         "bad = finite and not in_grace and gap < -self.min_delta",
         "bad = finite and not in_grace and gap < 0",
-        (_NT + "test_permuted_source_is_flagged_matching_source_is_not",),
+        (_NT + "test_a_shortfall_within_min_delta_is_not_a_bad_check",),
         "NegativeTransferMonitor: a check is bad only when the gap is below -min_delta",
     ),
     Mutant(
