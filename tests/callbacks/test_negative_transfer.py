@@ -165,6 +165,18 @@ def test_state_survives_resume(tmp_path):
     )
 
 
+@pytest.mark.parametrize(("min_delta", "bad"), [(0.0, True), (1.02, False)])
+def test_a_shortfall_within_min_delta_is_not_a_bad_check(min_delta, bad):
+    """A fixed baseline of 1.01 is above any accuracy, so every gap lies in [-1.01, -0.01): each
+    check is bad with ``min_delta=0`` and none is with ``min_delta=1.02`` (no tolerance needed;
+    found by ``make mutants``: a monitor that ignored ``min_delta`` passed every other test)."""
+    monitor = NegativeTransferMonitor(baseline=1.01, min_delta=min_delta, action="log")
+    fit(blobs(32, 0.0, 1), epochs=2, callbacks=[monitor])
+    assert len(monitor.history) == 2 and all(-1.01 <= h["gap"] < -0.01 for h in monitor.history)
+    assert [h["bad"] for h in monitor.history] == [bad, bad]
+    assert monitor.bad_checks == (2 if bad else 0) and monitor.flagged is bad
+
+
 def test_live_metric_baseline_and_gap_sign():
     monitor = NegativeTransferMonitor("val/loss", baseline="metric:val/ref_loss", mode="min", strict=False)
     assert monitor.gap(0.5, 1.0) == 0.5  # lower loss than the reference: transfer helps

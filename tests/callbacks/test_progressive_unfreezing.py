@@ -409,6 +409,35 @@ def test_frozen_batchnorm_stats_unchanged_through_fit_and_validate(tmp_path: Pat
         assert torch.equal(value, before[key]), key
 
 
+def test_a_module_that_calls_train_mid_epoch_keeps_frozen_groups_in_eval(tmp_path: Path) -> None:
+    """A module that puts itself back in train mode between batches (after an evaluation pass of
+    its own, say) does not make frozen BatchNorm train: before every training batch the callback
+    puts the frozen groups back in eval mode, so their statistics stay bit-identical (found by
+    ``make mutants``: without that guard every other test passed while the running statistics
+    moved)."""
+    model = PlugInModule(scheduler=None)
+    bn = model.feature_extractor[1]
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    modes = []
+
+    def own_evaluation_pass(outputs: object, batch: object, batch_idx: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            model(batch[0])  # type: ignore[index]
+        model.train()  # the whole model, frozen groups included
+
+    def record_mode(batch: object, batch_idx: int) -> None:
+        modes.append(bn.training)
+
+    model.on_train_batch_end = own_evaluation_pass  # type: ignore[method-assign]
+    model.on_train_batch_start = record_mode  # type: ignore[method-assign]
+    callback = ProgressiveUnfreezing(10, backbone="feature_extractor")
+    _trainer(tmp_path, [callback], max_epochs=2, num_sanity_val_steps=0).fit(model, _loader())
+    assert modes == [False] * (2 * STEPS_PER_EPOCH)
+    for key, value in bn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_bn_without_running_stats_is_an_error_unless_frozen_mode_train(tmp_path: Path) -> None:
     model = PlugInModule(scheduler=None)
     model.feature_extractor[1] = nn.BatchNorm1d(8, track_running_stats=False)
