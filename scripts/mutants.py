@@ -204,7 +204,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "frozen-mode-eval",
-        "lt_transfer/modules/classifier.py",
+        "lt_transfer/modules/_finetuning.py",
         '        if mode and self.hparams.frozen_mode == "eval":\n'
         "            for group in self.frozen_layer_groups():\n"
         "                for module in group.modules:\n"
