@@ -23,12 +23,12 @@ Every method of a shift gets the same network (LeNetBackbone unless the network 
 otherwise), data, optimizer (SGD, momentum 0.9, weight decay 5e-4, lr annealed as in the DANN
 paper), batch size and number of optimizer steps. Each method runs with its defaults
 (``DomainAdaptationModule``'s ``METHOD_DEFAULTS``, trade-off 1, the DANN coefficient schedule with
-gamma = 10; SHOT beta 0.3, SHOT-IM beta 0; TENT Adam lr 1e-3, one step per batch of ``--tta-batch-
-size``), fixed a priori from the papers and *not* tuned on any split; the same defaults run on
-every shift. The labelled target validation split (disjoint from the test set) is reported as the
-split to tune on; the target test set is only used for the report. "Gap closed" = (method −
-source-only) / (oracle − source-only), from the means. ``--shift SOURCE:TARGET`` takes any pair of
-the DataModule's domains (``mnist``, ``mnist_m``, ``sklearn_digits``).
+gamma = 10; SHOT beta 0.3, SHOT-IM beta 0; TENT Adam lr 1e-3, one step per batch of
+``--tta-batch-size``), fixed a priori from the papers and *not* tuned on any split; the same
+defaults run on every shift. The labelled target validation split (disjoint from the test set) is
+reported as the split to tune on; the target test set is only used for the report. "Gap closed" =
+(method − source-only) / (oracle − source-only), from the means. ``--shift SOURCE:TARGET`` takes
+any pair of the DataModule's domains (``mnist``, ``mnist_m``, ``sklearn_digits``).
 """
 
 from __future__ import annotations
