@@ -17,7 +17,8 @@ from typing import Any, get_args
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lt_transfer.backbones import LeNetBackbone
 from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule, DomainName
@@ -92,6 +93,47 @@ def accuracy(
     return 100.0 * correct / len(y)
 
 
+def strong_digit_augmentation(x: torch.Tensor) -> torch.Tensor:
+    """A strong view of one normalised ``(3, H, W)`` digit image, fixed a priori (not tuned).
+
+    The augmentations of self-ensembling for digit domain adaptation (French et al., ICLR 2018:
+    small affine moves, intensity flip, per-channel intensity scale and offset) plus FixMatch's
+    Cutout (a square of half the image side set to 0): a random affine map (rotation ±15°,
+    scale 0.9–1.1, shear ±0.15, translation ±10 % of the side), negation with probability 0.5,
+    per-channel scale in [0.5, 1.5] and offset in [-0.5, 0.5], then the Cutout square.
+    """
+    angle = (torch.rand(()) * 2 - 1) * torch.pi / 12
+    scale = 0.9 + 0.2 * torch.rand(())
+    shear = (torch.rand(()) * 2 - 1) * 0.15
+    shift = (torch.rand(2) * 2 - 1) * 0.2  # grid units: [-1, 1] spans the image
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin + shear, shift[0]]), torch.stack([sin, cos, shift[1]])])
+    grid = F.affine_grid(theta.unsqueeze(0), [1, *x.shape], align_corners=False)
+    out = F.grid_sample(x.unsqueeze(0), grid, padding_mode="border", align_corners=False)[0]
+    if torch.rand(()) < 0.5:
+        out = -out
+    out = out * (0.5 + torch.rand(3, 1, 1)) + (torch.rand(3, 1, 1) - 0.5)
+    side = x.shape[-1] // 2
+    top, left = (int(v) for v in torch.randint(0, x.shape[-1] - side + 1, (2,)))
+    out[:, top : top + side, left : left + side] = 0.0
+    return out
+
+
+class StrongView(Dataset):
+    """Target images as ``{"x": image, "x_strong": strong_digit_augmentation(image)}`` (FixMatch's
+    weak view is the image itself; self-training reads the strong view, other methods ignore it)."""
+
+    def __init__(self, images: Dataset) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = self.images[i][0]
+        return {"x": x, "x_strong": strong_digit_augmentation(x)}
+
+
 def datamodule(
     args: argparse.Namespace,
     source: str,
@@ -100,9 +142,11 @@ def datamodule(
     source_free: bool = False,
     val_samples: int = 200,
     test_samples: int | None = None,
+    strong_view: bool = False,
 ) -> DomainAdaptationDataModule:
     """The shift's data (set up), sized by ``--source-samples``, ``--target-samples``,
-    ``--target-val-samples`` and ``--batch-size``; subsets drawn with ``seed``."""
+    ``--target-val-samples`` and ``--batch-size``; subsets drawn with ``seed``. ``strong_view``:
+    target training batches also carry a strong view (:class:`StrongView`)."""
     dm = DomainAdaptationDataModule(
         source,  # type: ignore[arg-type]
         target,  # type: ignore[arg-type]
@@ -117,6 +161,8 @@ def datamodule(
         source_free=source_free,
     )
     dm.setup("fit")
+    if strong_view:  # setup() keeps the datasets it has, so the wrapped target set stays
+        dm.train_target = StrongView(dm.train_target)
     return dm
 
 

@@ -9,19 +9,26 @@ Methods (``--methods``): ``source_only``; the methods of ``DomainAdaptationModul
 labelled source + unlabelled target: ``dann``, ``mmd``, ``coral``, ``cdan`` (CDAN+E), ``mcc``,
 ``dann_mcc`` (DANN + an MCC term of weight 1) and ``self_training``; on the trained source-only
 model: ``shot`` (``SourceFreeAdaptationModule``, another ``--steps`` steps on unlabelled target
-batches only), ``tent`` and ``adabn`` (test-time callbacks, during prediction of the target
+batches only) and ``shot_im`` (the same with ``beta=0``: information maximisation alone, the
+SHOT paper's "SHOT-IM" ablation), ``tent`` and ``adabn`` (test-time callbacks, during prediction of the target
 splits); ``oracle``: source-only training on *labelled target* training data.
+
+``self_training`` is FixMatch-style: its target batches carry a strongly augmented view
+(``_digit_shifts.strong_digit_augmentation``: affine, intensity flip, per-channel scale and
+offset, Cutout; fixed a priori) that is trained on the confident pseudo-labels of the plain
+image; ``--no-strong-view`` trains on the plain image alone (which only confirms the model's own
+confident predictions).
 
 Every method of a shift gets the same network (LeNetBackbone unless the network flags say
 otherwise), data, optimizer (SGD, momentum 0.9, weight decay 5e-4, lr annealed as in the DANN
 paper), batch size and number of optimizer steps. Each method runs with its defaults
 (``DomainAdaptationModule``'s ``METHOD_DEFAULTS``, trade-off 1, the DANN coefficient schedule with
-gamma = 10; SHOT beta 0.3; TENT Adam lr 1e-3, one step per batch of ``--tta-batch-size``), fixed a
-priori from the papers and *not* tuned on any split; the same defaults run on every shift. The
-labelled target validation split (disjoint from the test set) is reported as the split to tune
-on; the target test set is only used for the report. "Gap closed" = (method − source-only) /
-(oracle − source-only), from the means. ``--shift SOURCE:TARGET`` takes any pair of the
-DataModule's domains (``mnist``, ``mnist_m``, ``sklearn_digits``).
+gamma = 10; SHOT beta 0.3, SHOT-IM beta 0; TENT Adam lr 1e-3, one step per batch of
+``--tta-batch-size``), fixed a priori from the papers and *not* tuned on any split; the same
+defaults run on every shift. The labelled target validation split (disjoint from the test set) is
+reported as the split to tune on; the target test set is only used for the report. "Gap closed" =
+(method − source-only) / (oracle − source-only), from the means. ``--shift SOURCE:TARGET`` takes
+any pair of the DataModule's domains (``mnist``, ``mnist_m``, ``sklearn_digits``).
 """
 
 from __future__ import annotations
@@ -52,7 +59,10 @@ from lt_transfer.data.domain_adaptation import DomainAdaptationDataModule
 from lt_transfer.losses import dann_lr_factor
 from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 
-ON_SOURCE_MODEL = ("shot", "tent", "adabn")
+ON_SOURCE_MODEL = ("shot", "shot_im", "tent", "adabn")
+#: SHOT's pseudo-label weight beta per benchmark row: the paper's SHOT, and its ablation SHOT-IM
+#: (information maximisation alone, the paper's Table 2/3 "SHOT-IM").
+SHOT_BETA = {"shot": 0.3, "shot_im": 0.0}
 METHODS = (*TRAINED, *ON_SOURCE_MODEL, "oracle")
 
 
@@ -66,9 +76,12 @@ class _Annealing:
         return dann_lr_factor(min(step / self.total, 1.0))
 
 
-def train_shot(args: argparse.Namespace, source_model: DomainAdaptationModule, data: Any) -> torch.nn.Module:
+def train_shot(
+    args: argparse.Namespace, source_model: DomainAdaptationModule, data: Any, beta: float
+) -> torch.nn.Module:
     shot = SourceFreeAdaptationModule(
         copy.deepcopy(source_model),  # SHOT adapts its source model in place
+        beta=beta,
         optimizer=sgd(args),
         scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, _Annealing(args.steps)),
         scheduler_interval="step",
@@ -86,15 +99,16 @@ def run_method(
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train (or adapt) one method and score it on the target val and test splits.
 
-    ``data``: the shift's data module (``"shift"``), its source-free twin (``"source_free"``) and
-    the oracle's (``"oracle"``: target → target).
+    ``data``: the shift's data module (``"shift"``), its source-free twin (``"source_free"``), its
+    twin with strong target views for self-training (``"self_training"``) and the oracle's
+    (``"oracle"``: target → target).
     """
     val, test = data["shift"].val_sets[1], data["shift"].test_sets[1]
     start, cpu_start = time.perf_counter(), time.process_time()
     if method in ON_SOURCE_MODEL:
         assert source_model is not None
-        if method == "shot":
-            model = train_shot(args, source_model, data["source_free"])
+        if method in SHOT_BETA:
+            model = train_shot(args, source_model, data["source_free"], SHOT_BETA[method])
             scores = {"val": accuracy(model, val, args), "test": accuracy(model, test, args)}
         else:
             model = source_model
@@ -102,7 +116,7 @@ def run_method(
             scores = {"val": accuracy(model, val, args, make()), "test": accuracy(model, test, args, make())}
     else:
         model = build_model(args, method, trade_off)
-        train_data = data["oracle" if method == "oracle" else "shift"]
+        train_data = data.get(method, data["shift"])  # the oracle's, self-training's own, or the shift's
         trainer(args, max_steps=args.steps, max_epochs=-1).fit(model, train_data)
         scores = {"val": accuracy(model, val, args), "test": accuracy(model, test, args)}
     scores.update(wall=time.perf_counter() - start, cpu=time.process_time() - cpu_start)
@@ -118,9 +132,11 @@ def run_shift(
         methods.insert(0, "source_only")  # the model SHOT, TENT and AdaBN start from
     source, target = shift
     data = {"shift": datamodule(args, source, target, seed)}
+    if "self_training" in methods and not args.no_strong_view:
+        data["self_training"] = datamodule(args, source, target, seed, strong_view=True)
     if "oracle" in methods:
         data["oracle"] = datamodule(args, target, target, seed)
-    if "shot" in methods:
+    if any(m in SHOT_BETA for m in methods):
         data["source_free"] = datamodule(args, source, target, seed, source_free=True)
     results: dict[str, dict[str, float]] = {}
     source_model: DomainAdaptationModule | None = None
@@ -190,6 +206,11 @@ def main() -> None:
     parser.add_argument("--source-samples", type=int, default=10000)
     parser.add_argument("--target-samples", type=int, default=10000)
     parser.add_argument("--target-val-samples", type=int, default=1000)
+    parser.add_argument(
+        "--no-strong-view",
+        action="store_true",
+        help="self_training without FixMatch's strong view (the target image serves as both views)",
+    )
     parser.add_argument("--tta-batch-size", type=int, default=128, help="TENT/AdaBN prediction batch")
     add_network_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")

@@ -69,7 +69,10 @@ class SourceFreeAdaptationModule(ClassificationModule):
         num_classes: the class count, checked against the source model's (``None``: the
             source model's).
         beta: weight of the pseudo-label cross-entropy (SHOT: 0.3); 0 trains with information
-            maximisation alone (and skips the centroid passes).
+            maximisation alone (the paper's SHOT-IM; no centroid passes). The labels only help
+            when the nearest-centroid labels beat the head's own predictions, which needs
+            features the head separates linearly (SHOT: one linear layer behind a BN
+            bottleneck); with a deep head in front of them they can be worse, and SHOT-IM wins.
         diversity_weight: weight of the diversity term of information maximisation (SHOT: 1).
         refinement_rounds: hard-label centroid rounds after the soft ones (SHOT: 1).
         backbone_lr_scale: learning-rate multiplier of the feature extractor; ``None``: 0.1 for
