@@ -37,6 +37,8 @@ $(STAMP_MIN): $(STAMP)
 	echo "import site; site.addsitedir('$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
 		> "$$($(PY_MIN) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_base_venv.pth"
 	$(VENV_MIN)/bin/pip install -q --no-deps lightning==$(LIGHTNING_MIN)
+	# venv's bundled setuptools is older than the one pyproject.toml needs: use .venv's.
+	$(VENV_MIN)/bin/pip uninstall -q -y setuptools
 	$(PY_MIN) -c "import lightning; assert lightning.__version__ == '$(LIGHTNING_MIN)', lightning.__version__"
 	touch $(STAMP_MIN)
 
