@@ -8,10 +8,11 @@ Usage (the commands in docs/benchmarks.md):
 Methods (``--methods``): ``source_only``; the methods of ``DomainAdaptationModule`` trained on
 labelled source + unlabelled target: ``dann``, ``mmd``, ``coral``, ``cdan`` (CDAN+E), ``mcc``,
 ``dann_mcc`` (DANN + an MCC term of weight 1) and ``self_training``; on the trained source-only
-model: ``shot`` (``SourceFreeAdaptationModule``, another ``--steps`` steps on unlabelled target
-batches only) and ``shot_im`` (the same with ``beta=0``: information maximisation alone, the
-SHOT paper's "SHOT-IM" ablation), ``tent`` and ``adabn`` (test-time callbacks, during prediction of the target
-splits); ``oracle``: source-only training on *labelled target* training data.
+model: ``shot`` (``SourceFreeAdaptationModule(beta=0.3)``, the paper's SHOT, another ``--steps``
+steps on unlabelled target batches only) and ``shot_im`` (the same with ``beta=0``, the module's
+default: information maximisation alone, the SHOT paper's "SHOT-IM" ablation), ``tent`` and
+``adabn`` (test-time callbacks, during prediction of the target splits); ``oracle``: source-only
+training on *labelled target* training data.
 
 ``self_training`` is FixMatch-style: its target batches carry a strongly augmented view
 (``_digit_shifts.strong_digit_augmentation``: affine, intensity flip, per-channel scale and
@@ -61,7 +62,7 @@ from lt_transfer.modules.domain_adaptation import DomainAdaptationModule
 
 ON_SOURCE_MODEL = ("shot", "shot_im", "tent", "adabn")
 #: SHOT's pseudo-label weight beta per benchmark row: the paper's SHOT, and its ablation SHOT-IM
-#: (information maximisation alone, the paper's Table 2/3 "SHOT-IM").
+#: (information maximisation alone, the paper's Table 2/3 "SHOT-IM"; SourceFreeAdaptationModule's default).
 SHOT_BETA = {"shot": 0.3, "shot_im": 0.0}
 METHODS = (*TRAINED, *ON_SOURCE_MODEL, "oracle")
 

@@ -65,7 +65,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     source, target = _SourceThatMustNotBeRead(), _target()
     options = {"num_classes": 3, "batch_size": 4, "source_free": True}
     data = DomainAdaptationDataModule.from_datasets(source, target, **options)
-    shot = SourceFreeAdaptationModule(_model(method="source_only"))
+    shot = SourceFreeAdaptationModule(_model(method="source_only"), beta=0.3)  # with centroid passes
     check = _AtFirstStep(_target())  # whole-set centroids from each process's shard (sums reduced)
     _ddp_trainer(max_steps=2, callbacks=[check], limit_val_batches=0).fit(shot, data)
     assert check.checked

@@ -48,7 +48,10 @@ def _source_model() -> DomainAdaptationModule:
 
 
 def _shot(**kwargs: object) -> SourceFreeAdaptationModule:
+    """SHOT with the paper's pseudo-labels (beta 0.3, not the default 0) unless told otherwise, so
+    the centroid passes, their DDP reduction and their checkpointing are exercised."""
     torch.manual_seed(0)
+    kwargs.setdefault("beta", 0.3)
     return SourceFreeAdaptationModule(_source_model(), optimizer=torch.optim.SGD, **kwargs)  # type: ignore[arg-type]
 
 
@@ -157,8 +160,14 @@ def test_centroids_are_shots_over_the_whole_target_set() -> None:
     assert check.checked
 
 
-def test_beta_zero_trains_information_maximisation_alone_without_passes() -> None:
-    model = _shot(beta=0.0)
+@pytest.mark.parametrize("beta", [0.0, None], ids=["beta=0", "default"])
+def test_beta_zero_trains_information_maximisation_alone_without_passes(beta: float | None) -> None:
+    """beta=0 (SHOT-IM) is also the default: no centroid pass, no pseudo-label term."""
+    if beta is None:
+        torch.manual_seed(0)
+        model = SourceFreeAdaptationModule(_source_model(), optimizer=torch.optim.SGD)  # type: ignore[arg-type]
+    else:
+        model = _shot(beta=beta)
     trainer = _trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, _data())
     assert model.centroids is None and "train/pseudo_label_loss" not in trainer.callback_metrics
