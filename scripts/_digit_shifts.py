@@ -18,6 +18,7 @@ from typing import Any, get_args
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from _common import quiet_cpu_trainer
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lt_transfer.backbones import LeNetBackbone
@@ -57,16 +58,7 @@ def shift_name(shift: tuple[str, str]) -> str:
 
 def trainer(args: argparse.Namespace, **kwargs: Any) -> pl.Trainer:
     """A quiet CPU Trainer without logger, checkpoints or validation; ``kwargs`` override."""
-    options: dict[str, Any] = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return quiet_cpu_trainer(**{"limit_val_batches": 0, **kwargs})
 
 
 def sgd(args: argparse.Namespace) -> Any:

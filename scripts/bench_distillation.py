@@ -73,6 +73,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from _common import quiet_cpu_trainer
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
@@ -147,15 +148,7 @@ def random_affine(
 
 
 def fit(module: pl.LightningModule, loader: DataLoader, epochs: int) -> float:
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_cpu_trainer(max_epochs=epochs, num_sanity_val_steps=0)
     start = time.perf_counter()
     trainer.fit(module, loader)
     return time.perf_counter() - start

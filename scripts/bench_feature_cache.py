@@ -29,6 +29,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from _common import quiet_cpu_trainer
 from lightning.pytorch.callbacks import BackboneFinetuning, Callback
 
 from lt_transfer import DigitsDataModule, FeatureCache, TransferClassifier
@@ -102,16 +103,8 @@ def run_arm(
     finetuning = FrozenBNBackboneFinetuning(unfreeze_backbone_at_epoch=unfreeze_at, train_bn=False)
     cache = FeatureCache(dtype="float32") if cached else None
     callbacks: list[Callback] = [timer, finetuning] + ([cache] if cache else [])
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=val_every,
-        callbacks=callbacks,
+    trainer = quiet_cpu_trainer(
+        max_epochs=epochs, num_sanity_val_steps=0, check_val_every_n_epoch=val_every, callbacks=callbacks
     )
     start = time.perf_counter()
     trainer.fit(model, data)

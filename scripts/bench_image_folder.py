@@ -30,6 +30,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from _common import quiet_cpu_trainer
 from PIL import Image
 
 from lt_transfer import FeatureCache, ImageFolderDataModule, ProgressiveUnfreezing, TransferClassifier
@@ -81,17 +82,11 @@ def data_module(
 def trainer(epochs: int, callbacks: list[pl.Callback] | None = None, **overrides: object) -> pl.Trainer:
     options = dict(
         max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=max(epochs, 1),
         callbacks=callbacks or [],
     )
-    options.update(overrides)
-    return pl.Trainer(**options)
+    return quiet_cpu_trainer(**{**options, **overrides})
 
 
 def accuracy_run(root: Path, backbone: str, mode: str, seed: int, args: argparse.Namespace) -> float:

@@ -57,6 +57,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from _common import quiet_cpu_trainer
 from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -203,17 +204,7 @@ def train_lenet(source: str, args: argparse.Namespace) -> Path:
 
 
 def _trainer(**kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    return quiet_cpu_trainer(**{"devices": 1, "num_sanity_val_steps": 0, **kwargs})
 
 
 # ------------------------------------------------------------------------------ the pool

@@ -59,6 +59,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
+from _common import quiet_cpu_trainer  # noqa: E402
 
 from lt_transfer import TextClassifier, TransferClassifier  # noqa: E402
 from lt_transfer.callbacks import (  # noqa: E402
@@ -201,16 +202,11 @@ def run_one(
     steps_per_epoch = math.ceil(len(data.train_dataloader().dataset) / data.train_dataloader().batch_size)
     epochs = max(args.epochs, math.ceil(args.min_steps / steps_per_epoch))
     start = pretrained_state(model)
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_cpu_trainer(
         max_epochs=epochs,
         callbacks=callbacks_for(parts, model, epochs),
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     began = time.perf_counter()
     trainer.fit(model, datamodule=data)

@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
+from _common import quiet_cpu_trainer  # noqa: E402
 
 from lt_transfer import DomainAdaptationModule, TextClassifier  # noqa: E402
 from lt_transfer.data.tweets import TweetSentimentDataModule, TweetShiftDataModule  # noqa: E402
@@ -62,16 +63,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def _trainer(args: argparse.Namespace) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        max_epochs=args.epochs,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    return quiet_cpu_trainer(max_epochs=args.epochs, limit_val_batches=0, num_sanity_val_steps=0)
 
 
 def _sentiment_data(args: argparse.Namespace, train_domain: str) -> TweetSentimentDataModule:

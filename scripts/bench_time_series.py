@@ -50,6 +50,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from _common import quiet_cpu_trainer
 
 from lt_transfer import (
     ForecastingDataModule,
@@ -79,17 +80,7 @@ SEASONAL_NAIVE = "seasonal naive (m = 1)"
 
 
 def _trainer(epochs: int, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return pl.Trainer(**{**options, **kwargs})
+    return quiet_cpu_trainer(**{"devices": 1, "max_epochs": epochs, "num_sanity_val_steps": 0, **kwargs})
 
 
 def _adam(lr: float):

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from _common import quiet_cpu_trainer
 from lightning.pytorch.callbacks import BackboneFinetuning, ModelCheckpoint
 from torch import nn
 from torch.optim import lr_scheduler as sched
@@ -53,16 +54,7 @@ SPEED_METHODS = ["progressive", "backbone_finetuning", "backbone_finetuning_trai
 
 
 def _quiet_trainer(**kwargs) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+    return quiet_cpu_trainer(**{"devices": 1, **kwargs})
 
 
 # ---------------------------------------------------------------------------------- speed

@@ -14,7 +14,10 @@ from lt_transfer.batches import split_batch
 
 
 def _digit_shifts() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "scripts" / "_digit_shifts.py"
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    if str(scripts) not in sys.path:  # as when a script runs: its folder first on the path (for _common)
+        sys.path.insert(0, str(scripts))
+    path = scripts / "_digit_shifts.py"
     spec = importlib.util.spec_from_file_location("_digit_shifts", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
