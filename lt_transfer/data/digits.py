@@ -124,15 +124,10 @@ class DigitsDataModule(SplitLoaders, LightningDataModule):
             raise ValueError(f"{name}(batch_size={batch_size}) must be >= 1.")
         if labels_per_class is not None and labels_per_class < 1:
             raise ValueError(f"{name}(labels_per_class={labels_per_class}) must be >= 1 or None.")
-        if normalize and channels != 3:
-            raise ValueError(
-                f"{name}(channels={channels}, normalize=True): the ImageNet normalisation needs 3 channels; "
-                f"pass normalize=False for {channels}-channel images (e.g. for LeNetBackbone), or channels=3."
-            )
         self.save_hyperparameters(ignore=list(self._fixed_arguments))
         # Build both transforms now so bad arguments fail at construction.
-        self.train_transform = image_transform(image_size, channels, normalize, augment)
-        self.eval_transform = image_transform(image_size, channels, normalize, "none")
+        self.train_transform = image_transform(image_size, channels, normalize, augment, owner=name)
+        self.eval_transform = image_transform(image_size, channels, normalize, "none", owner=name)
 
     def _splits(self) -> ImageSplits:
         if self.hparams.dataset == "mnist":

@@ -36,6 +36,7 @@ def image_transform(
     channels: int = 3,
     normalize: bool = True,
     augment: AugmentPreset = "none",
+    owner: str = "image_transform",
 ) -> v2.Compose:
     """Per-sample transform: ``uint8 (1, H, W)`` → float ``(channels, S, S)``.
 
@@ -46,6 +47,8 @@ def image_transform(
         augment: ``"none"``; ``"light"`` (small random affine); or a torchvision preset
             (``"trivialaugment"``, ``"randaugment"``, ``"autoaugment"``), applied to the
             ``uint8`` image before conversion.
+        owner: the name bad arguments are reported under (a DataModule passes its own, so the
+            error names the class the user called).
 
     Example:
         >>> import torch
@@ -54,13 +57,13 @@ def image_transform(
         torch.Size([3, 40, 40])
     """
     if image_size < 8:
-        raise ValueError(f"image_transform(image_size={image_size}) must be >= 8.")
+        raise ValueError(f"{owner}(image_size={image_size}) must be >= 8.")
     if channels not in (1, 3):
-        raise ValueError(f"image_transform(channels={channels}) must be 1 or 3.")
+        raise ValueError(f"{owner}(channels={channels}) must be 1 or 3.")
     if normalize and channels != 3:
         raise ValueError(
-            f"image_transform(channels={channels}, normalize=True): the ImageNet normalisation needs "
-            "channels=3; pass normalize=False for grey images."
+            f"{owner}(channels={channels}, normalize=True): the ImageNet normalisation needs 3 channels; "
+            f"pass normalize=False for {channels}-channel images (e.g. for LeNetBackbone), or channels=3."
         )
     steps: list[torch.nn.Module] = []
     if augment == "light":
@@ -73,7 +76,7 @@ def image_transform(
         steps.append(v2.AutoAugment())
     elif augment != "none":
         raise ValueError(
-            f"image_transform(augment={augment!r}) must be one of "
+            f"{owner}(augment={augment!r}) must be one of "
             "'none', 'light', 'trivialaugment', 'randaugment', 'autoaugment'."
         )
     steps += [v2.ToDtype(torch.float32, scale=True)]

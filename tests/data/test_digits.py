@@ -65,14 +65,20 @@ def test_augment_presets_run_on_uint8_digits(augment: str) -> None:
         ({"dataset": "svhn"}, "dataset='svhn'"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"labels_per_class": 0}, "labels_per_class=0"),
-        ({"augment": "mixup"}, "augment='mixup'"),
+        ({"augment": "mixup"}, r"DigitsDataModule\(augment='mixup'\)"),
         ({"channels": 1}, r"DigitsDataModule\(channels=1, normalize=True\).*pass normalize=False"),
-        ({"image_size": 4}, "image_size=4"),
+        ({"image_size": 4}, r"DigitsDataModule\(image_size=4\)"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DigitsDataModule(**kwargs)
+
+
+def test_image_transform_alone_reports_under_its_own_name() -> None:
+    match = r"image_transform\(channels=1, normalize=True\).*pass normalize=False"
+    with pytest.raises(ValueError, match=match):
+        image_transform(channels=1)
 
 
 def test_datamodule_few_label_mnist_loaders() -> None:
